@@ -21,7 +21,7 @@ NORMS = ("batch", "layer", "instance", "group")
 def _check_index(shape: Sequence[int], index: Sequence[int]) -> tuple[int, ...]:
     if len(index) != len(shape):
         raise ValueError(f"index {tuple(index)} has {len(index)} entries, shape {tuple(shape)} has {len(shape)}")
-    for i, (k, n) in enumerate(zip(index, shape)):
+    for i, (k, n) in enumerate(zip(index, shape, strict=True)):
         if not 0 <= k < n:
             raise ValueError(f"index {tuple(index)} is out of range for shape {tuple(shape)} in dimension {i}")
     return tuple(int(k) for k in index)
@@ -58,7 +58,7 @@ def reduction_mask(
         raise ValueError(f"normalized_ndim applies to layer norm only, not {norm!r}")
 
     grids = torch.meshgrid(*(torch.arange(n) for n in shape), indexing="ij")
-    same = [grid == k for grid, k in zip(grids, index)]
+    same = [grid == k for grid, k in zip(grids, index, strict=True)]
     everything = torch.ones(shape, dtype=torch.bool)
     if norm == "batch":  # one channel, across the batch and all positions
         return everything & same[1]

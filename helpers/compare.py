@@ -19,12 +19,23 @@ from torch import nn
 
 # The built-in norm functions a from-scratch implementation must not call: (namespace, name).
 BUILTIN_NORMS = [
-    (F, "batch_norm"), (F, "instance_norm"), (F, "layer_norm"), (F, "group_norm"),
-    (F, "rms_norm"), (F, "local_response_norm"),
-    (torch, "batch_norm"), (torch, "instance_norm"), (torch, "layer_norm"), (torch, "group_norm"),
-    (torch, "rms_norm"), (torch, "native_batch_norm"), (torch, "native_layer_norm"),
-    (torch, "native_group_norm"), (torch, "_native_batch_norm_legit"),
-    (torch, "_native_batch_norm_legit_no_training"), (torch, "batch_norm_stats"),
+    (F, "batch_norm"),
+    (F, "instance_norm"),
+    (F, "layer_norm"),
+    (F, "group_norm"),
+    (F, "rms_norm"),
+    (F, "local_response_norm"),
+    (torch, "batch_norm"),
+    (torch, "instance_norm"),
+    (torch, "layer_norm"),
+    (torch, "group_norm"),
+    (torch, "rms_norm"),
+    (torch, "native_batch_norm"),
+    (torch, "native_layer_norm"),
+    (torch, "native_group_norm"),
+    (torch, "_native_batch_norm_legit"),
+    (torch, "_native_batch_norm_legit_no_training"),
+    (torch, "batch_norm_stats"),
     (torch, "batch_norm_elemt"),
 ]
 
@@ -217,11 +228,13 @@ def compare_with_torch(
         extra = sorted(set(structure_ours) - set(structure_ref))
         changed = sorted(k for k in set(structure_ref) & set(structure_ours) if structure_ref[k] != structure_ours[k])
         note = "; ".join(
-            part for part in (
+            part
+            for part in (
                 f"missing {missing}" if missing else "",
                 f"unexpected {extra}" if extra else "",
                 f"shape or dtype differs for {changed}" if changed else "",
-            ) if part
+            )
+            if part
         )
         report.rows.append(QuantityComparison("state_dict keys, shapes, dtypes", None, None, False, note))
         return finish()
@@ -274,5 +287,7 @@ def compare_with_torch(
             continue
         loaded, expected = fresh.state_dict(), source.state_dict()
         ok = all(torch.equal(loaded[key], expected[key]) for key in expected)
-        report.rows.append(QuantityComparison(f"load_state_dict {direction}", None, None, ok, "" if ok else "values differ"))
+        report.rows.append(
+            QuantityComparison(f"load_state_dict {direction}", None, None, ok, "" if ok else "values differ")
+        )
     return finish()

@@ -105,7 +105,7 @@ def draw_cube(
 def draw_four_cubes(shape: Sequence[int] = (4, 6, 5), num_groups: int = 2) -> Figure:
     """The four norms side by side, as in Figure 2 of the Group Normalization paper."""
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-    for ax, norm in zip(axes, ("batch", "layer", "instance", "group")):
+    for ax, norm in zip(axes, NORMS, strict=True):
         draw_cube(ax, norm, shape=shape, num_groups=num_groups if norm == "group" else None)
     fig.suptitle("Shaded: the elements that share one mean and variance", fontsize=12)
     fig.tight_layout()

@@ -71,6 +71,7 @@ def test_measuring_leaves_running_statistics_untouched():
 
 def test_eval_mode_statistics_are_not_shared():
     """A sanity check of the measurement itself: with fixed statistics only the element itself matters."""
+
     class EvalOnly(nn.Module):
         def __init__(self):
             super().__init__()

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from scratch_norms import PlantedBatchNorm2d
 from torch import nn
 
 from helpers import BuiltinNormCalled, ComparisonError, compare_with_torch, forbid_builtin_norms
-from scratch_norms import PlantedBatchNorm2d
 
 SHAPE = (4, 3, 2, 2)
 
@@ -80,7 +80,9 @@ def test_matching_errors_count_as_equal_behaviour():
 
 def test_report_without_raising_lists_every_difference():
     report = compare_with_torch(
-        PlantedBatchNorm2d(3, bug="unbiased variance in normalization"), nn.BatchNorm2d(3), SHAPE,
+        PlantedBatchNorm2d(3, bug="unbiased variance in normalization"),
+        nn.BatchNorm2d(3),
+        SHAPE,
         raise_on_difference=False,
     )
     assert not report.ok

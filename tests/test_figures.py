@@ -18,7 +18,13 @@ def shaded_cells(ax, norm):
 @pytest.mark.parametrize(
     "norm,num_groups,expected",
     # visible shaded cells on the (N=4, C=6, HW=5) cube: front face + top face + right face
-    [("batch", None, 5 + 4), ("layer", None, 30 + 6 + 5), ("instance", None, 5 + 1), ("group", 2, 15 + 3), ("group", 3, 10 + 2)],
+    [
+        ("batch", None, 5 + 4),
+        ("layer", None, 30 + 6 + 5),
+        ("instance", None, 5 + 1),
+        ("group", 2, 15 + 3),
+        ("group", 3, 10 + 2),
+    ],
 )
 def test_cube_shades_the_visible_part_of_the_set(norm, num_groups, expected):
     fig, ax = plt.subplots()
@@ -48,7 +54,9 @@ def test_cube_rejects_bad_arguments(bad):
 def test_sequence_masks_match_torch():
     b, t, d = 2, 4, 6
     index = (1, 2, 3)
-    assert torch.equal(sequence_mask("layer", (b, t, d), index), measured_reduction_mask(nn.LayerNorm(d), (b, t, d), index))
+    assert torch.equal(
+        sequence_mask("layer", (b, t, d), index), measured_reduction_mask(nn.LayerNorm(d), (b, t, d), index)
+    )
 
     class ChannelsLast(nn.Module):
         """Apply a (B, D, T) norm to a (B, T, D) sequence, the usual way to use it on tokens."""
