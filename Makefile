@@ -1,7 +1,11 @@
 # The two commands of the README: `make book` (build the site) and `make test` (run every test).
 # Both create .venv on first use; later runs reuse it until requirements.lock or pyproject.toml change.
+# The site's math renderer (MathJax 3, from npm, pinned in package-lock.json) is installed into
+# node_modules/ and staged in .mathjax/ (both ignored); the build copies it into the site so that
+# _build/html works with no network.
 
 PYTHON ?= python3
+NPM    ?= npm
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -9,17 +13,29 @@ NOTEBOOKS := $(wildcard chapters/*.ipynb)
 JB_FLAGS  := -W -n --keep-going
 # One pytest run for the helper tests and every notebook; --dist loadfile keeps each notebook's
 # cells on one worker (plain -n 2 would spread them across kernels and break).
+# The browser test needs the built site, so it runs after the build, on its own.
+BROWSER_TEST := tests/test_site_browser.py
 PYTEST_FLAGS := -n 2 --dist loadfile --nbval --nbval-current-env \
                 --nbval-sanitize-with tests/nbval_sanitize.cfg
+# MathJax staged where _config.yml's html_extra_path finds it: .mathjax/_static/mathjax/ lands in
+# _build/html/_static/mathjax/ (mathjax_path in _config.yml points there).
+MATHJAX_SRC := node_modules/mathjax/es5
+MATHJAX     := .mathjax/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test test-helpers test-notebooks build lab execute lint clean
+.PHONY: book test test-helpers test-notebooks test-browser build lab execute lint clean workshop mathjax
 
 book: build
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
 
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_FLAGS) tests $(NOTEBOOKS)
+	$(BIN)/pytest $(PYTEST_FLAGS) --ignore=$(BROWSER_TEST) tests $(NOTEBOOKS)
 	$(MAKE) --no-print-directory build
+	$(MAKE) --no-print-directory test-browser
+
+# Opens every page of _build/html in headless Chromium (network limited to localhost); skips,
+# saying so in the summary, when Chromium is not installed (`apt-get install -y chromium`).
+test-browser: $(STAMP)
+	$(BIN)/pytest -rs $(BROWSER_TEST)
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +43,23 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-build: $(STAMP)
+mathjax: $(MATHJAX)
+
+$(MATHJAX): package.json package-lock.json
+	$(NPM) ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	rm -rf .mathjax && mkdir -p .mathjax/_static/mathjax
+	cp -R $(MATHJAX_SRC)/tex-mml-chtml.js $(MATHJAX_SRC)/input $(MATHJAX_SRC)/output \
+	      $(MATHJAX_SRC)/ui $(MATHJAX_SRC)/a11y $(MATHJAX_SRC)/sre node_modules/mathjax/LICENSE \
+	      .mathjax/_static/mathjax/
+	touch $(MATHJAX)
+
+build: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
+
+# Participant notebooks: a copy of every chapter in workshop/ with the worked solutions replaced
+# by an empty cell and all outputs cleared.
+workshop: $(STAMP)
+	$(BIN)/python tools/make_workshop.py --out workshop $(NOTEBOOKS)
 
 # Re-execute notebooks and store their outputs, after editing them: `make execute` for all,
 # `make execute NB=chapters/batch_norm.ipynb` for one.
@@ -41,7 +72,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab chapters/
 
 lint: $(STAMP)
-	$(BIN)/ruff check helpers tests chapters
+	$(BIN)/ruff check helpers tests chapters tools
 
 clean:
-	rm -rf _build
+	rm -rf _build workshop
