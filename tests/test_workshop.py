@@ -1,0 +1,230 @@
+"""The exercise convention of every chapter, and the participant notebooks of `make workshop`.
+
+- Every chapter notebook with exercises follows CONTRIBUTING.md: an `exercise` directive with a
+  label `ex-<chapter>-<n>`, then its worked solution between gated `solution-start` (with
+  `:class: dropdown`) and `solution-end` directives, each directive in its own Markdown cell, the
+  solution's code cells executed like any other (never skipped).
+- `tools/make_workshop.py` (what `make workshop` runs) removes every solution and every output,
+  and the participant copy runs top to bottom up to its first exercise.
+The checks are proven on planted notebooks first.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import make_workshop  # noqa: E402  (tools/ is a folder of scripts, not a package)
+from make_workshop import ConventionError, exercise_labels, find_solutions, participant_copy  # noqa: E402
+
+NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
+LABEL_FORMAT = re.compile(r"^ex-[a-z]+-\d+$")
+SKIPPING_TAGS = {"skip-execution", "nbval-skip", "remove-cell"}
+
+
+def convention_problems(notebook: nbformat.NotebookNode) -> list[str]:
+    """Every way the notebook departs from the exercise convention, as readable messages."""
+    try:
+        solutions = find_solutions(notebook)
+    except ConventionError as error:
+        return [str(error)]
+    problems = []
+    labels = exercise_labels(notebook)
+    for label in labels:
+        if not LABEL_FORMAT.match(label):
+            problems.append(f"exercise label {label!r} is not ex-<chapter>-<n>")
+    if len(set(labels)) != len(labels):
+        problems.append(f"duplicate exercise labels: {labels}")
+    solved = [s.label for s in solutions]
+    if sorted(solved) != sorted(labels):
+        problems.append(f"exercises {labels} and solutions {solved} do not pair up one to one")
+    exercise_cells = {}
+    for index, cell in enumerate(notebook.cells):
+        for label in exercise_labels(nbformat.v4.new_notebook(cells=[cell])) if cell.cell_type == "markdown" else []:
+            exercise_cells[label] = index
+    for solution in solutions:
+        start = notebook.cells[solution.start].source
+        if not re.search(r"^:class:\s*dropdown\s*$", start, re.M):
+            problems.append(f"solution of {solution.label} is not hidden (`:class: dropdown` missing)")
+        if solution.label in exercise_cells and exercise_cells[solution.label] > solution.start:
+            problems.append(f"solution of {solution.label} comes before its exercise")
+        for cell in notebook.cells[solution.start + 1 : solution.end]:
+            tags = set(cell.metadata.get("tags", []))
+            if cell.cell_type == "code" and tags & SKIPPING_TAGS:
+                problems.append(f"a solution cell of {solution.label} is not executed (tags {sorted(tags)})")
+            if cell.cell_type == "markdown" and EXERCISE_IN(cell.source):
+                problems.append(f"an exercise directive inside the solution of {solution.label}")
+    return problems
+
+
+def EXERCISE_IN(source: str) -> bool:  # noqa: N802  (reads as a predicate in the loop above)
+    return bool(make_workshop.EXERCISE.search(source))
+
+
+def solution_sources(notebook: nbformat.NotebookNode) -> list[str]:
+    """The non-empty sources of the cells strictly inside each worked solution."""
+    return [
+        cell.source.strip()
+        for solution in find_solutions(notebook)
+        for cell in notebook.cells[solution.start + 1 : solution.end]
+        if cell.source.strip()
+    ]
+
+
+def copy_problems(original: nbformat.NotebookNode, copy: nbformat.NotebookNode) -> list[str]:
+    """Every way the participant copy leaks a solution or keeps an output."""
+    problems = []
+    copy_sources = [cell.source.strip() for cell in copy.cells]
+    for source in solution_sources(original):
+        if source in copy_sources or any(len(source) > 40 and source in s for s in copy_sources):
+            problems.append(f"a solution cell survives: {source.splitlines()[0][:60]!r}")
+    for index, cell in enumerate(copy.cells):
+        if "{solution-start}" in cell.source or "{solution-end}" in cell.source:
+            problems.append(f"cell {index} still holds a solution directive")
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+            problems.append(f"cell {index} keeps its outputs or execution count")
+    prompts = [
+        c
+        for c in copy.cells
+        if c.cell_type == "code" and re.fullmatch(r"# Exercise \S+: your solution here\.", c.source.strip())
+    ]
+    if len(prompts) != len(find_solutions(original)):
+        problems.append(f"{len(prompts)} prompt cells for {len(find_solutions(original))} solutions")
+    return problems
+
+
+# --- the checks, proven on planted notebooks -------------------------------------------------
+
+
+def planted(*cells: tuple[str, str]) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for kind, source in cells:
+        if kind == "md":
+            notebook.cells.append(nbformat.v4.new_markdown_cell(source))
+        else:
+            cell = nbformat.v4.new_code_cell(source, execution_count=1)
+            cell.outputs = [nbformat.v4.new_output("stream", text="2\n")]
+            notebook.cells.append(cell)
+    return notebook
+
+
+EXERCISE = "## Exercises\n\n```{exercise}\n:label: ex-tt-1\n\nCompute 1 + 1.\n```"
+START = "```{solution-start} ex-tt-1\n:class: dropdown\n```\nThe answer, computed:"
+END = "```{solution-end}\n```"
+
+
+def good_notebook() -> nbformat.NotebookNode:
+    return planted(
+        ("code", "x = 1"),
+        ("md", EXERCISE),
+        ("md", START),
+        ("code", "print(1 + 1)  # the secret"),
+        ("md", END),
+        ("md", "## Summary"),
+    )
+
+
+def test_a_good_notebook_passes_and_its_copy_has_no_solution():
+    notebook = good_notebook()
+    assert convention_problems(notebook) == []
+    copy = participant_copy(notebook)
+    assert copy_problems(notebook, copy) == []
+    sources = [c.source for c in copy.cells]
+    assert "# Exercise ex-tt-1: your solution here.\n" in sources
+    assert not any("secret" in s or "The answer" in s for s in sources)
+    assert sources[-1] == "## Summary"
+    assert "**Exercise ex-tt-1.** Compute 1 + 1." in sources[1]
+    nbformat.validate(copy)
+
+
+@pytest.mark.parametrize(
+    "cells,fragment",
+    [
+        ((("md", EXERCISE), ("md", START), ("code", "1"), ("md", "## no end")), "never ended"),
+        ((("md", EXERCISE), ("md", START + "\n\n" + END)), "own cell"),
+        ((("md", EXERCISE), ("md", START.replace(":class: dropdown\n", "")), ("code", "1"), ("md", END)), "not hidden"),
+        (
+            (("md", EXERCISE.replace("ex-tt-1", "exercise1")), ("md", START), ("code", "1"), ("md", END)),
+            "ex-<chapter>-<n>",
+        ),
+        ((("md", EXERCISE),), "pair up"),
+        ((("md", START), ("code", "1"), ("md", END), ("md", EXERCISE)), "before its exercise"),
+        ((("md", END),), "without a solution-start"),
+    ],
+)
+def test_the_convention_check_catches_planted_breaks(cells, fragment):
+    problems = convention_problems(planted(*cells))
+    assert any(fragment in p for p in problems), problems
+
+
+def test_a_skipped_solution_cell_is_caught():
+    notebook = good_notebook()
+    notebook.cells[3].metadata["tags"] = ["skip-execution"]
+    assert any("not executed" in p for p in convention_problems(notebook))
+
+
+def test_the_copy_check_catches_a_leaked_solution_and_a_kept_output():
+    notebook = good_notebook()
+    leaky = participant_copy(notebook)
+    leaky.cells.append(nbformat.v4.new_code_cell("print(1 + 1)  # the secret"))
+    leaky.cells[0].outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    problems = copy_problems(notebook, leaky)
+    assert any("survives" in p for p in problems) and any("outputs" in p for p in problems)
+
+
+# --- the real chapters -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_follows_the_exercise_convention(path):
+    assert convention_problems(nbformat.read(path, as_version=4)) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_participant_copy_has_no_solution_and_no_output(path):
+    original = nbformat.read(path, as_version=4)
+    copy = participant_copy(original)
+    assert copy_problems(original, copy) == []
+    # Outside the solutions, the copy is the chapter: the same code, in the same order.
+    inside = {i for s in find_solutions(original) for i in range(s.start, s.end + 1)}
+    kept = [c.source for i, c in enumerate(original.cells) if i not in inside and c.cell_type == "code"]
+    assert [c.source for c in copy.cells if c.cell_type == "code" and not c.source.startswith("# Exercise ")] == kept
+
+
+def test_make_workshop_writes_every_chapter_and_each_runs_up_to_its_first_exercise(tmp_path):
+    """The command of `make workshop`, then each copy executed (in parallel) up to its first exercise."""
+    out = tmp_path / "workshop"
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_workshop.py"), "--out", str(out), *map(str, NOTEBOOKS)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    copies = sorted(out.glob("*.ipynb"))
+    assert [p.name for p in copies] == [p.name for p in NOTEBOOKS]
+    for original, copy in zip(NOTEBOOKS, copies, strict=True):
+        assert copy_problems(nbformat.read(original, as_version=4), nbformat.read(copy, as_version=4)) == []
+    # One kernel per notebook, two at a time, one thread each: the nbval run shares the 2 cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running, failures = [], []
+    pending = list(copies)
+    while pending or running:
+        while pending and len(running) < 2:
+            path = pending.pop(0)
+            command = [sys.executable, str(ROOT / "tools" / "make_workshop.py"), "--run-until-exercise", str(path)]
+            running.append(
+                (path, subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            )
+        path, process = running.pop(0)
+        output, _ = process.communicate(timeout=600)
+        if process.returncode != 0:
+            failures.append(f"{path.name} fails before its first exercise:\n{output[-3000:]}")
+    assert failures == []
