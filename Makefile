@@ -22,7 +22,7 @@ PYTEST_FLAGS := -n 2 --dist loadfile --nbval --nbval-current-env \
 MATHJAX_SRC := node_modules/mathjax/es5
 MATHJAX     := .mathjax/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test test-helpers test-notebooks test-browser build lab execute lint clean workshop mathjax
+.PHONY: book test test-helpers test-notebooks test-browser build lab execute lint clean workshop mathjax handout
 
 book: build
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
@@ -60,6 +60,13 @@ build: $(STAMP) $(MATHJAX)
 # by an empty cell and all outputs cleared.
 workshop: $(STAMP)
 	$(BIN)/python tools/make_workshop.py --out workshop $(NOTEBOOKS)
+
+# What to hand to workshop participants: the offline site and the participant notebooks, zipped.
+handout: build workshop
+	rm -f _build/normalization-executed-site.zip _build/normalization-executed-notebooks.zip
+	$(BIN)/python -m zipfile -c _build/normalization-executed-site.zip _build/html
+	$(BIN)/python -m zipfile -c _build/normalization-executed-notebooks.zip workshop
+	@echo "Hand out _build/normalization-executed-site.zip and _build/normalization-executed-notebooks.zip"
 
 # Re-execute notebooks and store their outputs, after editing them: `make execute` for all,
 # `make execute NB=chapters/batch_norm.ipynb` for one.

@@ -201,14 +201,17 @@ READY = """(async () => {
 })()"""
 
 INSPECT = r"""(() => {
-  const images = Array.from(document.images).map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}));
+  const images = Array.from(document.images)
+    .map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}));
   const mathNodes = Array.from(document.querySelectorAll('span.math, div.math'));
   const unrendered = mathNodes.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80));
   const clone = document.body.cloneNode(true);
   clone.querySelectorAll('pre, code, script, style, textarea, mjx-container, .highlight').forEach(e => e.remove());
   const text = clone.textContent;
   const raw = [];
-  for (const pattern of [/\\\(.{1,80}?\\\)/gs, /\\\[.{1,80}?\\\]/gs, /\$\$.{1,80}?\$\$/gs, /(?<![\\\w$])\$[^$\s][^$\n]{0,80}?\$(?![\w$])/g]) {
+  const patterns = [/\\\(.{1,80}?\\\)/gs, /\\\[.{1,80}?\\\]/gs, /\$\$.{1,80}?\$\$/gs,
+                    /(?<![\\\w$])\$[^$\s][^$\n]{0,80}?\$(?![\w$])/g];
+  for (const pattern of patterns) {
     for (const match of text.matchAll(pattern)) raw.push(match[0]);
   }
   return {
