@@ -153,12 +153,22 @@ def _compare_tensors(name: str, ours, reference, atol: float, rtol: float) -> Qu
     ours64, ref64 = ours.detach().double(), reference.detach().double()
     if ours64.numel() == 0:
         return QuantityComparison(name, 0.0, 0.0, True, "empty")
-    abs_err = (ours64 - ref64).abs()
+    # NaN (or an infinity) in the same place on both sides is equal behaviour, not a difference.
+    ok = bool(torch.isclose(ours64, ref64, rtol=rtol, atol=atol, equal_nan=True).all())
+    identical = (ours64 == ref64) | (ours64.isnan() & ref64.isnan())
+    abs_err = torch.where(identical, torch.zeros_like(ours64), (ours64 - ref64).abs())
     max_abs = abs_err.max().item()
-    scale = ref64.abs().max().item()
+    finite_ref = ref64[ref64.isfinite()].abs()
+    scale = finite_ref.max().item() if finite_ref.numel() else 0.0
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    ok = bool(torch.all(abs_err <= atol + rtol * ref64.abs())) and torch.equal(ours64.isnan(), ref64.isnan())
     return QuantityComparison(name, max_abs, max_rel, ok)
+
+
+def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equal, with NaN equal to NaN (a running statistic may legitimately be NaN)."""
+    if a.is_floating_point() and a.shape == b.shape and a.dtype == b.dtype:
+        return bool(torch.isclose(a, b, rtol=0, atol=0, equal_nan=True).all())
+    return torch.equal(a, b)
 
 
 def _state_structure(module: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -286,7 +296,7 @@ def compare_with_torch(
             report.rows.append(QuantityComparison(f"load_state_dict {direction}", None, None, False, str(error)))
             continue
         loaded, expected = fresh.state_dict(), source.state_dict()
-        ok = all(torch.equal(loaded[key], expected[key]) for key in expected)
+        ok = all(_identical(loaded[key], expected[key]) for key in expected)
         report.rows.append(
             QuantityComparison(f"load_state_dict {direction}", None, None, ok, "" if ok else "values differ")
         )

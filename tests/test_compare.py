@@ -112,6 +112,21 @@ def test_a_module_without_buffers_passes():
     assert compare_with_torch(ScratchLayerNorm(3), nn.LayerNorm(3), (2, 5, 3)).ok
 
 
+def test_nan_in_the_same_places_is_equal_behaviour():
+    report = compare_with_torch(ScratchLayerNorm(3), nn.LayerNorm(3), (2, 3), input_offset=float("nan"))
+    assert report.ok
+
+
+class HidesNaN(ScratchLayerNorm):
+    def forward(self, x):
+        return torch.nan_to_num(super().forward(x))
+
+
+def test_nan_in_different_places_is_a_difference():
+    with pytest.raises(ComparisonError, match="train step 1: output differs"):
+        compare_with_torch(HidesNaN(3), nn.LayerNorm(3), (2, 3), input_offset=float("nan"))
+
+
 def test_shape_mismatch_is_reported():
     with pytest.raises(ComparisonError, match=r"train step 1: output differs .*shape \(1, 2, 3\) vs torch \(2, 3\)"):
         compare_with_torch(ScratchLayerNorm(3, extra_dim=True), nn.LayerNorm(3), (2, 3))
