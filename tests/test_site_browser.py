@@ -193,6 +193,10 @@ READY = """(async () => {
       await new Promise(r => setTimeout(r, 50));
     }
     await MathJax.startup.promise;
+    // The initial typesetting may still be running: wait until every math element is rendered.
+    const pending = () => Array.from(document.querySelectorAll('span.math, div.math'))
+      .some(e => !e.querySelector('mjx-container'));
+    while (pending() && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
   }
   await Promise.all(Array.from(document.images).map(img => img.complete ? null :
     new Promise(r => { img.addEventListener('load', r); img.addEventListener('error', r); })));
@@ -278,10 +282,21 @@ def console_problems(events: list[dict], base: str) -> list[str]:
 
 def open_page(browser: Browser, url: str, *, redirects: int = 0) -> None:
     tab = browser.tab
+    # Through about:blank first, so that no late event of the previous page counts for this one.
+    tab.send("Page.navigate", url="about:blank")
+    tab.wait_for("Page.loadEventFired")
+    tab.send("Runtime.evaluate", expression="0")
     tab.events.clear()
     tab.send("Page.navigate", url=url)
     for _ in range(1 + redirects):
         tab.wait_for("Page.loadEventFired")
+    deadline = time.monotonic() + 30
+    while tab.evaluate("document.readyState + ' ' + location.href").split()[0] != "complete" or not tab.evaluate(
+        "location.href"
+    ).startswith(url.rsplit("/", 1)[0]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not finish loading")
+        time.sleep(0.05)
     state = tab.evaluate(READY)
     assert state == "ok", state
 
@@ -318,14 +333,15 @@ def check_page(browser: Browser, base: str, page: str, shots: Path | None) -> li
                 problems.append(
                     f"dark mode alters figure {image['src']}: filter {image['filter']}, {image['background']}"
                 )
-        if shots is not None:
-            save_screenshot(browser, shots / (page.replace("/", "__").removesuffix(".html") + "-dark.png"))
+        if shots is not None:  # the top of the page is enough to see dark mode, and faster
+            save_screenshot(browser, shots / (page.replace("/", "__").removesuffix(".html") + "-dark.png"), 5000)
     tab.send("Runtime.evaluate", expression="0")  # collect the events still in flight
     problems += console_problems(tab.events, base)
     return problems
 
 
 def save_screenshot(browser: Browser, path: Path, max_height: int = 16000) -> None:
+    """The whole page, up to max_height pixels."""
     metrics = browser.tab.send("Page.getLayoutMetrics")["cssContentSize"]
     clip = {"x": 0, "y": 0, "width": 1280, "height": min(int(metrics["height"]), max_height), "scale": 1}
     shot = browser.tab.send("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)
@@ -392,9 +408,19 @@ def test_the_checks_catch_a_planted_broken_page(browser, tmp_path):
 
 def test_the_network_is_limited_to_localhost(browser):
     tab = browser.tab
+    tab.send("Page.navigate", url="about:blank")
+    tab.wait_for("Page.loadEventFired")
     tab.events.clear()
     tab.send("Page.navigate", url="https://example.com/")
-    failed = tab.wait_for("Network.loadingFailed", timeout=20)
+    request = None
+    while request is None:
+        event = tab.wait_for("Network.requestWillBeSent", timeout=20)
+        if "example.com" in event["params"]["request"]["url"]:
+            request = event["params"]["requestId"]
+    while True:
+        failed = tab.wait_for("Network.loadingFailed", timeout=20)
+        if failed["params"]["requestId"] == request:
+            break
     assert "NAME_NOT_RESOLVED" in failed["params"]["errorText"]
 
 

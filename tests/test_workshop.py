@@ -228,3 +228,16 @@ def test_make_workshop_writes_every_chapter_and_each_runs_up_to_its_first_exerci
         if process.returncode != 0:
             failures.append(f"{path.name} fails before its first exercise:\n{output[-3000:]}")
     assert failures == []
+
+
+def test_the_workshop_guide_names_only_real_exercises():
+    """chapters/workshop.md cannot go stale: each exercise label it names exists in its chapter.
+
+    A label of a chapter that has no exercise in the repository yet (being written) is not checked.
+    """
+    guide = (ROOT / "chapters" / "workshop.md").read_text()
+    labels = {label for path in NOTEBOOKS for label in exercise_labels(nbformat.read(path, as_version=4))}
+    chapters = {label.split("-")[1] for label in labels}
+    named = set(re.findall(r"`(ex-[a-z]+-\d+)`", guide))
+    assert named, "the guide names no live exercise"
+    assert {n for n in named if n.split("-")[1] in chapters} - labels == set(), "exercises the chapters lack"
