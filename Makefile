@@ -22,7 +22,7 @@ PYTEST_FLAGS := -n 2 --dist loadfile --nbval --nbval-current-env \
 MATHJAX_SRC := node_modules/mathjax/es5
 MATHJAX     := .mathjax/_static/mathjax/tex-mml-chtml.js
 
-.PHONY: book test test-helpers test-notebooks test-browser build lab execute lint clean workshop mathjax handout
+.PHONY: book test test-browser build lab execute lint clean workshop workshop-check mathjax handout
 
 book: build
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
@@ -60,6 +60,10 @@ build: $(STAMP) $(MATHJAX)
 # by an empty cell and all outputs cleared.
 workshop: $(STAMP)
 	$(BIN)/python tools/make_workshop.py --out workshop $(NOTEBOOKS)
+
+# Before a workshop: execute every participant copy up to its first exercise (a few minutes).
+workshop-check: workshop
+	for nb in workshop/*.ipynb; do $(BIN)/python tools/make_workshop.py --run-until-exercise $$nb || exit 1; done
 
 # What to hand to workshop participants: the offline site and the participant notebooks, zipped.
 handout: build workshop
