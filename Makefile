@@ -28,6 +28,7 @@ book: build
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
 
 test: $(STAMP)
+	$(BIN)/ruff check helpers tests tools chapters
 	$(BIN)/pytest $(PYTEST_FLAGS) --ignore=$(BROWSER_TEST) tests $(NOTEBOOKS)
 	$(MAKE) --no-print-directory build
 	$(MAKE) --no-print-directory test-browser

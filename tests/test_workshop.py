@@ -225,7 +225,8 @@ def test_a_participant_copy_runs_up_to_its_first_exercise(tmp_path, name):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, str(ROOT / "tools" / "make_workshop.py"), "--run-until-exercise", str(copy)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{name} fails before its first exercise:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    output = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, f"{name} fails before its first exercise:\n{output}"
     assert "code cells before the first exercise ran" in result.stdout
 
 
