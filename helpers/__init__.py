@@ -14,10 +14,14 @@ book's virtual environment by ``make``. One module per concern:
 from .axes import NORMS, measured_reduction_mask, reduction_mask
 from .compare import (
     BuiltinNormCalled,
+    Case,
     ComparisonError,
     ComparisonReport,
+    assert_same_signature,
+    compare_sweep,
     compare_with_torch,
     forbid_builtin_norms,
+    raised,
 )
 from .data import digits, sample_image, sample_image_path
 from .figures import draw_cube, draw_four_cubes, draw_sequence_view, sequence_mask
@@ -29,8 +33,11 @@ __all__ = [
     "NORM_STYLES",
     "PALETTE",
     "BuiltinNormCalled",
+    "Case",
     "ComparisonError",
     "ComparisonReport",
+    "assert_same_signature",
+    "compare_sweep",
     "compare_with_torch",
     "digits",
     "draw_cube",
@@ -39,6 +46,7 @@ __all__ = [
     "forbid_builtin_norms",
     "measured_reduction_mask",
     "norm_style",
+    "raised",
     "reduction_mask",
     "sample_image",
     "sample_image_path",

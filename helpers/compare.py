@@ -3,19 +3,29 @@
 ``compare_with_torch`` drives both modules through the same training steps and then eval mode
 and compares everything a user could observe: outputs, the gradients of the input and of every
 parameter, every buffer (``running_mean``, ``running_var``, ``num_batches_tracked``), the
-exceptions raised, and the ``state_dict`` — its keys, shapes and dtypes, and that each module can
-load the other's. The from-scratch module runs with the built-in norm functions disabled, so a
-hidden call to ``F.batch_norm`` & co. fails the comparison too.
+exceptions raised (type and message), and the ``state_dict`` — its keys, shapes and dtypes, and
+that each module can load the other's. The from-scratch module runs with the built-in norm
+functions disabled twice over: the Python functions (``F.batch_norm`` & co.) are replaced by a
+trap with a clear message, and a ``TorchDispatchMode`` rejects every ATen norm op, so even
+``torch.ops.aten.native_layer_norm`` called directly fails the comparison.
+
+``compare_sweep`` runs many such comparisons and raises on the first case that differs;
+``assert_same_signature`` and ``raised`` are the two small checks chapters make by hand.
 """
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+import html
+import inspect
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # The built-in norm functions a from-scratch implementation must not call: (namespace, name).
 BUILTIN_NORMS = [
@@ -39,6 +49,15 @@ BUILTIN_NORMS = [
     (torch, "batch_norm_elemt"),
 ]
 
+# Every ATen operator that computes a batch, layer, group, instance or RMS norm (forward or
+# backward), read from the dispatcher's registry so that ops added in later releases are covered.
+FORBIDDEN_ATEN_OPS = frozenset(
+    name.removeprefix("aten::").split(".")[0]
+    for name in torch._C._dispatch_get_all_op_names()
+    if name.startswith("aten::")
+    and re.search(r"(batch|layer|group|instance|rms)_norm", name)
+)
+
 DEFAULT_TOLERANCES = {  # dtype: (atol, rtol)
     torch.float64: (1e-10, 1e-10),
     torch.float32: (1e-5, 1e-4),
@@ -59,9 +78,40 @@ class ComparisonError(AssertionError):
         self.report = report
 
 
+def _reject_if_norm_op(name: str) -> None:
+    if name in FORBIDDEN_ATEN_OPS:
+        raise BuiltinNormCalled(f"aten::{name} was called: a from-scratch norm must use elementary ops")
+
+
+class _RejectNormOps(TorchDispatchMode):
+    """Raises ``BuiltinNormCalled`` when any ATen norm op reaches the dispatcher."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        _reject_if_norm_op(func._schema.name.removeprefix("aten::"))
+        return func(*args, **(kwargs or {}))
+
+
+class _RejectNormCalls(TorchFunctionMode):
+    """Raises ``BuiltinNormCalled`` when a norm op is called through the Python API.
+
+    Needed beside the dispatcher trap because some ops (``rms_norm``, ``_fused_rms_norm`` on CPU)
+    are composite: they decompose into elementary ops before reaching the dispatcher's modes.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if isinstance(func, torch._ops.OpOverload | torch._ops.OpOverloadPacket):
+            _reject_if_norm_op(func._qualified_op_name.removeprefix("aten::"))
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def forbid_builtin_norms() -> Iterator[None]:
-    """Within this block, every built-in norm function raises ``BuiltinNormCalled``."""
+    """Within this block, every built-in norm function or ATen norm op raises ``BuiltinNormCalled``.
+
+    The Python-level trap names the function a reader would recognise (``F.batch_norm``); the
+    dispatcher-level trap catches every route around it (``torch.ops.aten.native_layer_norm``,
+    ``torch._C._VariableFunctions.layer_norm``, a backward op run by autograd).
+    """
 
     def make_trap(qualified: str):
         def trap(*args, **kwargs):
@@ -75,7 +125,8 @@ def forbid_builtin_norms() -> Iterator[None]:
             saved.append((namespace, name, getattr(namespace, name)))
             setattr(namespace, name, make_trap(f"{namespace.__name__}.{name}"))
     try:
-        yield
+        with _RejectNormCalls(), _RejectNormOps():
+            yield
     finally:
         for namespace, name, original in saved:
             setattr(namespace, name, original)
@@ -114,13 +165,31 @@ class ComparisonReport:
     def first_difference(self) -> QuantityComparison | None:
         return next((row for row in self.rows if not row.ok), None)
 
+    @property
+    def shared_exceptions(self) -> list[str]:
+        """The phases where both modules raised the same exception, as "phase: Type"."""
+        return [
+            f"{row.name.removesuffix(': exception')}: {row.note.split(':')[0]}"
+            for row in self.rows
+            if row.name.endswith(": exception") and row.ok
+        ]
+
     def summary(self) -> str:
-        """One line that does not depend on rounding noise, fit for a stored notebook output."""
+        """One line that does not depend on rounding noise, fit for a stored notebook output.
+
+        Numerical agreement and shared exceptions are reported separately: "all equal" alone
+        means every phase ran and agreed; "both raised ..." lists the phases where torch and ours
+        raised the same exception with the same message.
+        """
         bad = [row for row in self.rows if not row.ok]
+        values = [row for row in self.rows if not row.name.endswith(": exception")]
         verdict = "all equal" if not bad else f"{len(bad)} DIFFER, first: {bad[0].name}"
+        raised = self.shared_exceptions
+        both = f"; both raised the same exception ({', '.join(raised)})" if raised else ""
         return (
-            f"{len(self.rows)} quantities compared over {self.steps} training steps and eval "
-            f"({str(self.dtype).removeprefix('torch.')}, atol={self.atol:g}, rtol={self.rtol:g}): {verdict}"
+            f"{len(values)} quantities compared over {self.steps} training steps and eval "
+            f"({str(self.dtype).removeprefix('torch.')}, atol={self.atol:g}, rtol={self.rtol:g}): "
+            f"{verdict}{both}"
         )
 
     def __str__(self) -> str:
@@ -266,9 +335,9 @@ def compare_with_torch(
         y_ref, error_ref = _run(reference, x_ref, upstream_seed, scratch=False)
         y_ours, error_ours = _run(ours, x_ours, upstream_seed, scratch=True)
         if error_ref is not None or error_ours is not None:
-            same = type(error_ref) is type(error_ours)
-            note = f"torch: {type(error_ref).__name__ if error_ref else 'no error'}: {error_ref or ''}; "
-            note += f"ours: {type(error_ours).__name__ if error_ours else 'no error'}: {error_ours or ''}"
+            torch_says, ours_says = describe_exception(error_ref), describe_exception(error_ours)
+            same = torch_says == ours_says
+            note = torch_says if same else f"torch: {torch_says}; ours: {ours_says}"
             report.rows.append(QuantityComparison(f"{phase}: exception", None, None, same, note))
             if not same:
                 return finish()
@@ -301,3 +370,100 @@ def compare_with_torch(
             QuantityComparison(f"load_state_dict {direction}", None, None, ok, "" if ok else "values differ")
         )
     return finish()
+
+
+def describe_exception(error: BaseException | None) -> str:
+    """``"Type: message"`` for an exception, ``"no error"`` for ``None``."""
+    return "no error" if error is None else f"{type(error).__name__}: {error}"
+
+
+def raised(function: Callable, *args, **kwargs) -> str:
+    """Call ``function`` and return what it raised as ``"Type: message"``, or ``"no error"``."""
+    try:
+        function(*args, **kwargs)
+    except Exception as error:
+        return describe_exception(error)
+    return "no error"
+
+
+def assert_same_signature(ours: Callable, reference: Callable) -> None:
+    """Raise ``AssertionError`` unless the two callables (or classes' constructors) take the same
+    parameters, in the same order, of the same kind, with the same defaults."""
+    ours_signature, reference_signature = inspect.signature(ours), inspect.signature(reference)
+    ours_params = list(ours_signature.parameters.values())
+    reference_params = list(reference_signature.parameters.values())
+    if [(p.name, p.kind, p.default) for p in ours_params] != [
+        (p.name, p.kind, p.default) for p in reference_params
+    ]:
+        raise AssertionError(
+            f"signatures differ:\n  ours:  {ours_signature}\n  torch: {reference_signature}"
+        )
+
+
+class Case:
+    """One configuration of a sweep: a label, both modules, the input shape, and any keyword
+    arguments of ``compare_with_torch`` (``dtype``, ``steps``, ``atol``, ``input_offset``...)."""
+
+    def __init__(
+        self, label: str, ours: nn.Module, reference: nn.Module, input_shape: Sequence[int], **options
+    ) -> None:
+        if "raise_on_difference" in options:
+            raise TypeError("a sweep always raises on a difference; drop raise_on_difference")
+        self.label, self.ours, self.reference = label, ours, reference
+        self.input_shape, self.options = tuple(input_shape), options
+
+    def __repr__(self) -> str:
+        return f"Case({self.label!r}, input_shape={self.input_shape})"
+
+
+@dataclass
+class SweepTable:
+    """The verdict of every case of a sweep that passed: shown as text or an HTML table."""
+
+    rows: list[tuple[str, ComparisonReport]]
+
+    def lines(self) -> list[tuple[str, str]]:
+        return [(label, _verdict(report)) for label, report in self.rows]
+
+    def __str__(self) -> str:
+        width = max(len("case"), *(len(label) for label, _ in self.rows))
+        body = [f"{label:<{width}}  {verdict}" for label, verdict in self.lines()]
+        return "\n".join([f"{'case':<{width}}  verdict", *body, f"{len(self.rows)} cases: all equal"])
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f"<tr><td>{html.escape(label)}</td><td>{html.escape(verdict)}</td></tr>"
+            for label, verdict in self.lines()
+        )
+        return (
+            "<table><thead><tr><th>case</th><th>verdict</th></tr></thead>"
+            f"<tbody>{cells}</tbody></table><p>{len(self.rows)} cases: all equal</p>"
+        )
+
+
+def _verdict(report: ComparisonReport) -> str:
+    values = [row for row in report.rows if not row.name.endswith(": exception")]
+    dtype = str(report.dtype).removeprefix("torch.")
+    text = f"{len(values)} quantities equal ({dtype})"
+    raised_in = report.shared_exceptions
+    return text + (f"; both raised {', '.join(raised_in)}" if raised_in else "")
+
+
+def compare_sweep(cases: Iterable[Case]) -> SweepTable:
+    """Run ``compare_with_torch`` on every case; raise ``ComparisonError`` naming the first case
+    that differs, else return the table of verdicts."""
+    rows = []
+    for case in cases:
+        if not isinstance(case, Case):
+            raise TypeError(f"compare_sweep expects Case objects, got {type(case).__name__}")
+        try:
+            report = compare_with_torch(case.ours, case.reference, case.input_shape, **case.options)
+        except ComparisonError as error:
+            raise ComparisonError(f"case {case.label!r}: {error}", error.report) from None
+        rows.append((case.label, report))
+    if not rows:
+        raise ValueError("compare_sweep needs at least one case")
+    return SweepTable(rows)

@@ -1,9 +1,6 @@
-"""Make the test-only modules in this folder importable and keep matplotlib off-screen."""
-
-import sys
-from pathlib import Path
+"""Keep matplotlib off-screen in every test (the test-only modules in this folder are importable
+through pytest's ``pythonpath`` setting in pyproject.toml)."""
 
 import matplotlib
 
 matplotlib.use("Agg")
-sys.path.insert(0, str(Path(__file__).parent))

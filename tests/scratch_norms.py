@@ -19,6 +19,7 @@ class PlantedBatchNorm2d(nn.Module):
         "running stats as plain attributes",
         "calls F.batch_norm",
         "no num_batches_tracked increment",
+        "wrong error message",
     )
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, bug: str | None = None):
@@ -42,6 +43,10 @@ class PlantedBatchNorm2d(nn.Module):
             return torch.nn.functional.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
             )
+        if self.training and x.numel() // x.shape[1] == 1:
+            self.num_batches_tracked += 1  # torch counts the batch before its check raises
+            size = "x.shape" if self.bug == "wrong error message" else x.size()
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
         dims = (0, 2) if self.bug == "wrong reduction axes" else (0, 2, 3)
         shape = (1, -1, 1, 1)
         if self.training or self.bug == "ignores eval mode":

@@ -6,7 +6,16 @@ import torch.nn.functional as F
 from scratch_norms import PlantedBatchNorm2d
 from torch import nn
 
-from helpers import BuiltinNormCalled, ComparisonError, compare_with_torch, forbid_builtin_norms
+from helpers import (
+    BuiltinNormCalled,
+    Case,
+    ComparisonError,
+    assert_same_signature,
+    compare_sweep,
+    compare_with_torch,
+    forbid_builtin_norms,
+    raised,
+)
 
 SHAPE = (4, 3, 2, 2)
 
@@ -72,10 +81,27 @@ def test_builtin_norms_are_restored_after_the_trap():
 
 
 def test_matching_errors_count_as_equal_behaviour():
-    report = compare_with_torch(PlantedBatchNorm2d(3), nn.BatchNorm2d(3), (1, 3, 1, 1), raise_on_difference=False)
+    report = compare_with_torch(PlantedBatchNorm2d(3), nn.BatchNorm2d(3), (1, 3, 1, 1))
     exception_rows = [row for row in report.rows if row.name.endswith("exception")]
-    assert exception_rows and not exception_rows[0].ok  # torch raises ValueError, the planted module divides by zero
+    assert len(exception_rows) == 3 and all(row.ok for row in exception_rows)
     assert "Expected more than 1 value per channel" in exception_rows[0].note
+    summary = report.summary()
+    assert "all equal; both raised the same exception (train step 1: ValueError" in summary
+
+
+def test_an_error_where_torch_has_none_is_a_difference():
+    report = compare_with_torch(
+        PlantedBatchNorm2d(3, bug="wrong reduction axes"), nn.BatchNorm2d(3), (1, 3, 1, 2), raise_on_difference=False
+    )
+    row = report.first_difference
+    assert row.name == "train step 1: exception" and row.note.startswith("torch: no error; ours: ")
+
+
+def test_same_exception_type_with_another_message_is_a_difference():
+    with pytest.raises(ComparisonError, match="train step 1: exception differs") as caught:
+        compare_with_torch(PlantedBatchNorm2d(3, bug="wrong error message"), nn.BatchNorm2d(3), (1, 3, 1, 1))
+    note = caught.value.report.first_difference.note
+    assert "torch: ValueError: Expected" in note and "ours: ValueError: Expected" in note and "x.shape" in note
 
 
 def test_report_without_raising_lists_every_difference():
@@ -141,3 +167,100 @@ def test_torch_module_as_ours_is_rejected_as_not_from_scratch():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         compare_with_torch(PlantedBatchNorm2d(3), nn.BatchNorm2d(3), SHAPE, **kwargs)
+
+
+class CallsAtenDirectly(ScratchLayerNorm):
+    """Walks around the Python-level trap: the aten op itself, or the C++ binding of the function."""
+
+    def __init__(self, features: int, route: str):
+        super().__init__(features)
+        self.route = route
+
+    def forward(self, x):
+        if self.route == "torch.ops.aten.native_layer_norm":
+            return torch.ops.aten.native_layer_norm(x, (x.shape[-1],), self.weight, self.bias, 1e-5)[0]
+        if self.route == "torch._C._VariableFunctions.layer_norm":
+            return torch._C._VariableFunctions.layer_norm(x, (x.shape[-1],), self.weight, self.bias)
+        if self.route == "torch.ops.aten._fused_rms_norm":
+            return torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], self.weight, 1e-5)[0]
+        raise AssertionError(self.route)
+
+
+@pytest.mark.parametrize(
+    "route,op",
+    [
+        ("torch.ops.aten.native_layer_norm", "aten::native_layer_norm"),
+        ("torch._C._VariableFunctions.layer_norm", "aten::"),
+        ("torch.ops.aten._fused_rms_norm", "aten::_fused_rms_norm"),
+    ],
+)
+def test_aten_norm_op_is_caught_at_the_dispatcher(route, op):
+    with pytest.raises(BuiltinNormCalled, match=op):
+        compare_with_torch(CallsAtenDirectly(3, route), nn.LayerNorm(3), (2, 3))
+
+
+def test_every_aten_norm_op_is_forbidden_and_nothing_elementary():
+    from helpers.compare import FORBIDDEN_ATEN_OPS
+
+    for op in ("native_batch_norm", "_native_batch_norm_legit", "native_layer_norm", "native_group_norm",
+               "batch_norm_stats", "_fused_rms_norm", "native_layer_norm_backward", "rms_norm"):
+        assert op in FORBIDDEN_ATEN_OPS
+    for op in ("mean", "var", "sum", "rsqrt", "linalg_vector_norm", "normal", "_weight_norm"):
+        assert op not in FORBIDDEN_ATEN_OPS
+
+
+def test_sweep_returns_a_table_when_every_case_is_equal():
+    table = compare_sweep(
+        [
+            Case("float64", PlantedBatchNorm2d(3), nn.BatchNorm2d(3), SHAPE),
+            Case("float32", PlantedBatchNorm2d(3), nn.BatchNorm2d(3), SHAPE, dtype=torch.float32),
+            Case("one value", PlantedBatchNorm2d(3), nn.BatchNorm2d(3), (1, 3, 1, 1)),
+        ]
+    )
+    text = str(table)
+    assert "float32" in text and "3 cases: all equal" in text
+    assert "both raised train step 1: ValueError" in text
+    assert "<table>" in table._repr_html_()
+
+
+def test_sweep_names_the_first_case_that_differs():
+    cases = [
+        Case("correct", PlantedBatchNorm2d(3), nn.BatchNorm2d(3), SHAPE),
+        Case("eval bug", PlantedBatchNorm2d(3, bug="ignores eval mode"), nn.BatchNorm2d(3), SHAPE),
+        Case("axes bug", PlantedBatchNorm2d(3, bug="wrong reduction axes"), nn.BatchNorm2d(3), SHAPE),
+    ]
+    with pytest.raises(ComparisonError, match=r"^case 'eval bug': eval: output differs from torch.nn"):
+        compare_sweep(cases)
+
+
+def test_sweep_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one case"):
+        compare_sweep([])
+    with pytest.raises(TypeError, match="Case objects"):
+        compare_sweep([(PlantedBatchNorm2d(3), nn.BatchNorm2d(3), SHAPE)])
+    with pytest.raises(TypeError, match="always raises"):
+        Case("x", PlantedBatchNorm2d(3), nn.BatchNorm2d(3), SHAPE, raise_on_difference=False)
+
+
+def test_same_signature_passes_and_a_changed_default_fails():
+    def reference(num_features, eps=1e-5, momentum=0.1, *, bias=True):
+        pass
+
+    def same(num_features, eps=1e-5, momentum=0.1, *, bias=True):
+        pass
+
+    def other_default(num_features, eps=1e-3, momentum=0.1, *, bias=True):
+        pass
+
+    def positional_bias(num_features, eps=1e-5, momentum=0.1, bias=True):
+        pass
+
+    assert_same_signature(same, reference)
+    for wrong in (other_default, positional_bias):
+        with pytest.raises(AssertionError, match="signatures differ"):
+            assert_same_signature(wrong, reference)
+
+
+def test_raised_reports_type_and_message():
+    assert raised(nn.GroupNorm, 3, 10) == "ValueError: num_channels (10) must be divisible by num_groups (3)"
+    assert raised(nn.GroupNorm, 2, 10) == "no error"

@@ -32,3 +32,9 @@ def test_returned_generator_is_seeded():
 def test_bad_seed(seed):
     with pytest.raises(ValueError, match="seed"):
         seed_everything(seed)
+
+
+def test_one_thread_whatever_the_machine():
+    torch.set_num_threads(2)
+    seed_everything(0)
+    assert torch.get_num_threads() == 1
