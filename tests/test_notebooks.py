@@ -15,6 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ROOT / "chapters"
 NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))
+MAX_CODE_LINE = 88  # the site shows code without a horizontal scroll bar up to this width
+
+
+def figure_problems(number: int, cell: nbformat.NotebookNode) -> list[str]:
+    """A cell that draws a figure needs alt text that describes it (not a file name)."""
+    if not any("image/png" in output.get("data", {}) for output in cell.get("outputs", [])):
+        return []
+    alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+    if len(alt.split()) < 5:
+        return [f"code cell {number} draws a figure without alt text (metadata mystnb.image.alt)"]
+    return []
 
 
 def notebook_problems(notebook: nbformat.NotebookNode) -> list[str]:
@@ -34,6 +45,14 @@ def notebook_problems(notebook: nbformat.NotebookNode) -> list[str]:
             problems.append(f"code cell {number} installs packages")
         if re.search(r"#\s*NBVAL_", cell.source):
             problems.append(f"code cell {number} uses an nbval comment marker; use a cell tag")
+        if "raise_on_difference=False" in cell.source:
+            problems.append(f"code cell {number} turns off raising: a proof must fail when equality fails")
+        if "set_num_threads" in cell.source:
+            problems.append(f"code cell {number} sets the thread count; seed_everything does that")
+        long_lines = [line for line in cell.source.splitlines() if len(line) > MAX_CODE_LINE]
+        if long_lines:
+            problems.append(f"code cell {number} has {len(long_lines)} line(s) over {MAX_CODE_LINE} characters")
+        problems += figure_problems(number, cell)
     if None not in counts and counts != list(range(1, len(counts) + 1)):
         problems.append(f"execution counts are not 1, 2, 3, …: {counts}; re-run top to bottom")
     if code_cells and "seed_everything(" not in code_cells[0].source:
@@ -82,11 +101,24 @@ def test_checker_catches_an_unexecuted_notebook():
         ("import sys; sys.path.insert(0, '..')", "sys.path"),
         ("!pip install torch", "installs packages"),
         ("# NBVAL_IGNORE_OUTPUT\nprint(1)", "comment marker"),
+        ("compare_with_torch(a, b, (2, 3), raise_on_difference=False)", "turns off raising"),
+        ("torch.set_num_threads(1)", "thread count"),
+        ("x = " + "1 + " * 30 + "1", "over 88 characters"),
     ],
 )
 def test_checker_catches_convention_breaks(source, fragment):
     problems = notebook_problems(make_notebook("seed_everything(0)", source))
     assert any(fragment in p for p in problems)
+
+
+def test_checker_wants_alt_text_on_every_figure():
+    notebook = make_notebook("seed_everything(0)", "plt.show()")
+    notebook.cells[1].outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR"})]
+    assert any("without alt text" in p for p in notebook_problems(notebook))
+    notebook.cells[1].metadata["mystnb"] = {"image": {"alt": "fig-bn-noise.png"}}
+    assert any("without alt text" in p for p in notebook_problems(notebook))
+    notebook.cells[1].metadata["mystnb"] = {"image": {"alt": "Loss against step for four norms"}}
+    assert notebook_problems(notebook) == []
 
 
 def test_checker_catches_out_of_order_counts():
