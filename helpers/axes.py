@@ -16,6 +16,9 @@ import torch
 from torch import nn
 
 NORMS = ("batch", "layer", "instance", "group")
+# ConvNeXt's "LayerNorm": nn.LayerNorm(C) on an (N, H, W, C) tensor, i.e. over C alone at each position.
+CHANNELS_LAST_LAYER = "layer_channels_last"
+REDUCTION_SETS = (*NORMS, CHANNELS_LAST_LAYER)
 
 
 def _check_index(shape: Sequence[int], index: Sequence[int]) -> tuple[int, ...]:
@@ -40,11 +43,13 @@ def reduction_mask(
     ``shape`` is laid out as PyTorch's norms expect: (N, C, *spatial) for ``"batch"``,
     ``"instance"`` and ``"group"``; for ``"layer"`` the last ``normalized_ndim`` dimensions are
     normalized (default: all but the first, i.e. ``normalized_shape = shape[1:]``).
+    ``"layer_channels_last"`` is ``nn.LayerNorm(C)`` applied to the channels-last view of an
+    (N, C, *spatial) tensor: the C values of one sample at one position.
     """
     shape = tuple(int(n) for n in shape)
     index = _check_index(shape, index)
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    if norm not in REDUCTION_SETS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {REDUCTION_SETS}")
     if norm != "layer" and len(shape) < 2:
         raise ValueError(f"{norm} norm needs an (N, C, *) shape, got {shape}")
     if norm == "group":
@@ -64,6 +69,11 @@ def reduction_mask(
         return everything & same[1]
     if norm == "instance":  # one sample, one channel, all positions
         return same[0] & same[1]
+    if norm == CHANNELS_LAST_LAYER:  # one sample, one position, all channels
+        mask = everything & same[0]
+        for spatial in same[2:]:
+            mask = mask & spatial
+        return mask
     if norm == "group":  # one sample, the channels of one contiguous group, all positions
         channels_per_group = shape[1] // num_groups
         return same[0] & (grids[1] // channels_per_group == index[1] // channels_per_group)

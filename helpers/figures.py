@@ -1,8 +1,9 @@
 """The reduction-set figures: the Group Normalization paper's cube view and a sequence view.
 
 The cube (Wu & He 2018, Figure 2) draws an activation of shape (N, C, H·W) with the batch axis N
-going into the page, channels C to the right and the spatial positions H, W upwards. The cells
-that share one mean and variance with the front-left element are shaded.
+to the right, the channels C going into the page and the spatial positions H, W (flattened into
+one axis) upwards. The cells that share one mean and variance with the front-left top element
+(n = 0, c = 0) are shaded.
 """
 
 from collections.abc import Sequence
@@ -13,11 +14,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
-from .axes import NORMS, reduction_mask
+from .axes import CHANNELS_LAST_LAYER, NORMS, REDUCTION_SETS, reduction_mask
 from .style import norm_style
 
-DEPTH_STEP = (0.45, 0.35)  # how far one step along N moves a cell right and up on the page
+DEPTH_STEP = (0.45, 0.35)  # how far one step along C (into the page) moves a cell right and up
 _EDGE = "#555555"
+_TITLES = {CHANNELS_LAST_LAYER: "LayerNorm(C), channels last"}
 
 
 def _cube_mask(norm: str, shape: Sequence[int], num_groups: int | None) -> torch.Tensor:
@@ -28,8 +30,12 @@ def _cube_mask(norm: str, shape: Sequence[int], num_groups: int | None) -> torch
     return reduction_mask(norm, shape, (0, 0, s - 1), num_groups=num_groups if norm == "group" else None)
 
 
+def _style_key(norm: str) -> str:
+    return "layer" if norm == CHANNELS_LAST_LAYER else norm
+
+
 def _cell(ax: Axes, corners, shaded: bool, norm: str, shade: float) -> None:
-    style = norm_style(norm)
+    style = norm_style(_style_key(norm))
     face = style.color if shaded else "white"
     alpha = shade if shaded else 1.0
     ax.add_patch(Polygon(corners, closed=True, facecolor=face, alpha=alpha, edgecolor=_EDGE, lw=0.6))
@@ -45,13 +51,14 @@ def draw_cube(
     num_groups: int | None = None,
     title: str | None = None,
 ) -> None:
-    """Draw ``norm``'s reduction set on an (N, C, H·W) cube into ``ax``.
+    """Draw ``norm``'s reduction set on an (N, C, H·W) cube into ``ax``, oriented as the paper's.
 
+    ``norm`` is one of ``REDUCTION_SETS`` (the four norms and ``"layer_channels_last"``);
     ``shape`` is (N, C, number of spatial positions); ``num_groups`` is required for ``"group"``,
     whose group boundaries are drawn as thick lines.
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    if norm not in REDUCTION_SETS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {REDUCTION_SETS}")
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape must be (N, C, H*W) with positive sizes, got {tuple(shape)}")
     if norm == "group" and num_groups is None:
@@ -60,56 +67,64 @@ def draw_cube(
     mask = _cube_mask(norm, (n_size, c_size, s_size), num_groups)
     dx, dy = DEPTH_STEP
 
-    # Front face (n = 0): channels to the right, positions upwards.
-    for c in range(c_size):
-        for s in range(s_size):
-            corners = [(c, s), (c + 1, s), (c + 1, s + 1), (c, s + 1)]
-            _cell(ax, corners, bool(mask[0, c, s]), norm, 0.85)
-    # Top face (top position): channels to the right, batch into the page.
+    # Front face (c = 0): batch to the right, positions upwards.
     for n in range(n_size):
-        for c in range(c_size):
-            x0, y0 = c + n * dx, s_size + n * dy
+        for s in range(s_size):
+            corners = [(n, s), (n + 1, s), (n + 1, s + 1), (n, s + 1)]
+            _cell(ax, corners, bool(mask[n, 0, s]), norm, 0.85)
+    # Top face (top position): batch to the right, channels into the page.
+    for c in range(c_size):
+        for n in range(n_size):
+            x0, y0 = n + c * dx, s_size + c * dy
             corners = [(x0, y0), (x0 + 1, y0), (x0 + 1 + dx, y0 + dy), (x0 + dx, y0 + dy)]
             _cell(ax, corners, bool(mask[n, c, s_size - 1]), norm, 0.6)
-    # Right face (last channel): batch into the page, positions upwards.
-    for n in range(n_size):
+    # Right face (last sample): channels into the page, positions upwards.
+    for c in range(c_size):
         for s in range(s_size):
-            x0, y0 = c_size + n * dx, s + n * dy
+            x0, y0 = n_size + c * dx, s + c * dy
             corners = [(x0, y0), (x0 + dx, y0 + dy), (x0 + dx, y0 + dy + 1), (x0, y0 + 1)]
-            _cell(ax, corners, bool(mask[n, c_size - 1, s]), norm, 0.45)
+            _cell(ax, corners, bool(mask[n_size - 1, c, s]), norm, 0.45)
 
-    if norm == "group":
+    if norm == "group":  # group boundaries run along N on the top face and up the right face
         per_group = c_size // num_groups
         for g in range(1, num_groups):
-            c = g * per_group
-            ax.plot([c, c, c + n_size * dx], [0, s_size, s_size + n_size * dy], color="black", lw=2.0)
+            x0, y0 = g * per_group * dx, g * per_group * dy
+            ax.plot([x0, x0 + n_size, x0 + n_size], [y0 + s_size, y0 + s_size, y0], color="black", lw=2.0)
 
-    ax.annotate("", xy=(c_size, -0.5), xytext=(0, -0.5), arrowprops={"arrowstyle": "->", "lw": 1.0})
-    ax.text(c_size / 2, -0.9, "C (channels)", ha="center", va="top", fontsize=9)
+    ax.annotate("", xy=(n_size, -0.5), xytext=(0, -0.5), arrowprops={"arrowstyle": "->", "lw": 1.0})
+    ax.text(n_size / 2, -0.9, "N (batch)", ha="center", va="top", fontsize=9)
     ax.annotate("", xy=(-0.5, s_size), xytext=(-0.5, 0), arrowprops={"arrowstyle": "->", "lw": 1.0})
     ax.text(-0.9, s_size / 2, "H, W (positions)", ha="right", va="center", rotation=90, fontsize=9)
-    start = (c_size + 0.3, -0.1)
-    end = (c_size + 0.3 + n_size * dx, -0.1 + n_size * dy)
+    start = (n_size + 0.3, -0.1)
+    end = (n_size + 0.3 + c_size * dx, -0.1 + c_size * dy)
     ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "lw": 1.0})
-    ax.text(end[0] + 0.15, end[1] - 0.2, "N (batch)", ha="left", va="center", fontsize=9)
+    ax.text(end[0] + 0.15, end[1] - 0.2, "C (channels)", ha="left", va="center", fontsize=9)
 
-    ax.set_xlim(-2.2, c_size + n_size * dx + 2.4)
-    ax.set_ylim(-1.8, s_size + n_size * dy + 0.4)
+    ax.set_xlim(-2.2, n_size + c_size * dx + 3.0)
+    ax.set_ylim(-1.8, s_size + c_size * dy + 0.4)
     ax.set_aspect("equal")
     ax.axis("off")
     if title is None:
-        title = norm_style(norm).label + (f" (G = {num_groups})" if norm == "group" else "")
+        title = _TITLES.get(norm, norm_style(_style_key(norm)).label)
+        title += f" (G = {num_groups})" if norm == "group" else ""
     ax.set_title(title)
 
 
-def draw_four_cubes(shape: Sequence[int] = (4, 6, 5), num_groups: int = 2) -> Figure:
-    """The four norms side by side, as in Figure 2 of the Group Normalization paper."""
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
-    for ax, norm in zip(axes, NORMS, strict=True):
+def draw_cube_row(
+    norms: Sequence[str] = NORMS, shape: Sequence[int] = (4, 6, 5), num_groups: int = 2
+) -> Figure:
+    """One cube per reduction set, side by side, as in Figure 2 of the Group Normalization paper."""
+    fig, axes = plt.subplots(1, len(norms), figsize=(3.25 * len(norms), 3.6), squeeze=False)
+    for ax, norm in zip(axes[0], norms, strict=True):
         draw_cube(ax, norm, shape=shape, num_groups=num_groups if norm == "group" else None)
     fig.suptitle("Shaded: the elements that share one mean and variance", fontsize=12)
     fig.tight_layout()
     return fig
+
+
+def draw_four_cubes(shape: Sequence[int] = (4, 6, 5), num_groups: int = 2) -> Figure:
+    """The four norms side by side, as in Figure 2 of the Group Normalization paper."""
+    return draw_cube_row(NORMS, shape=shape, num_groups=num_groups)
 
 
 def sequence_mask(

@@ -105,3 +105,33 @@ def test_bad_arguments_raise_clear_errors(args, kwargs, message):
 def test_measuring_rejects_shape_changing_modules():
     with pytest.raises(ValueError, match="changes the shape"):
         measured_reduction_mask(nn.Flatten(), (2, 3, 2), (0, 0, 0))
+
+
+class ChannelsLastLayerNorm(nn.Module):
+    """ConvNeXt's LayerNorm: nn.LayerNorm(C) on the (N, *spatial, C) view of an (N, C, *spatial) tensor."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.inner = nn.LayerNorm(channels)
+
+    def forward(self, x):
+        return self.inner(x.movedim(1, -1)).movedim(-1, 1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_channels_last_layer_norm_formula_equals_measured(shape):
+    module = ChannelsLastLayerNorm(shape[1])
+    for index in some_indices(shape):
+        formula = reduction_mask("layer_channels_last", shape, index)
+        assert formula.sum() == shape[1]
+        assert torch.equal(formula, measured_reduction_mask(module, shape, index)), (shape, index)
+
+
+def test_channels_last_layer_norm_is_neither_layer_nor_group_one():
+    shape, index = (2, 4, 3, 3), (1, 2, 0, 1)
+    channels_last = reduction_mask("layer_channels_last", shape, index)
+    assert not torch.equal(channels_last, reduction_mask("layer", shape, index))
+    assert not torch.equal(channels_last, reduction_mask("group", shape, index, num_groups=1))
+    # a planted bug: forgetting to fix the position gives LayerNorm([C, H, W]), which the check above rejects
+    wrong = reduction_mask("layer", shape, index)
+    assert not torch.equal(wrong, measured_reduction_mask(ChannelsLastLayerNorm(4), shape, index))

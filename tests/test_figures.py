@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from helpers import draw_cube, draw_four_cubes, draw_sequence_view, measured_reduction_mask, sequence_mask
+from helpers.figures import draw_cube_row
 from helpers.style import norm_style
 
 
@@ -17,20 +18,23 @@ def shaded_cells(ax, norm):
 
 @pytest.mark.parametrize(
     "norm,num_groups,expected",
-    # visible shaded cells on the (N=4, C=6, HW=5) cube: front face + top face + right face
+    # visible shaded cells on the (N=4, C=6, HW=5) cube, N to the right and C into the page:
+    # front face (c = 0) + top face (top position) + right face (n = 3)
     [
-        ("batch", None, 5 + 4),
-        ("layer", None, 30 + 6 + 5),
-        ("instance", None, 5 + 1),
-        ("group", 2, 15 + 3),
-        ("group", 3, 10 + 2),
+        ("batch", None, 20 + 4 + 5),
+        ("layer", None, 5 + 6 + 0),
+        ("instance", None, 5 + 1 + 0),
+        ("group", 2, 5 + 3 + 0),
+        ("group", 3, 5 + 2 + 0),
+        ("layer_channels_last", None, 1 + 6 + 0),
     ],
 )
 def test_cube_shades_the_visible_part_of_the_set(norm, num_groups, expected):
     fig, ax = plt.subplots()
     draw_cube(ax, norm, shape=(4, 6, 5), num_groups=num_groups)
-    assert len(shaded_cells(ax, norm)) == expected
-    assert ax.get_title().startswith(norm_style(norm).label)
+    style_key = "layer" if norm == "layer_channels_last" else norm
+    assert len(shaded_cells(ax, style_key)) == expected
+    assert ax.get_title().startswith(norm_style(style_key).label)
     texts = {t.get_text() for t in ax.texts}
     assert {"C (channels)", "H, W (positions)", "N (batch)"} <= texts
     plt.close(fig)
@@ -40,6 +44,22 @@ def test_four_cubes_have_four_titles():
     fig = draw_four_cubes()
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm (G = 2)"]
+    plt.close(fig)
+
+
+def test_cube_row_adds_the_channels_last_layer_norm():
+    fig = draw_cube_row(("batch", "layer", "instance", "group", "layer_channels_last"))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[-1] == "LayerNorm(C), channels last" and len(titles) == 5
+    plt.close(fig)
+
+
+def test_batch_set_lies_in_the_front_face_as_in_the_paper():
+    """Figure 2 of Wu & He: N runs to the right, so BatchNorm's set (one channel) fills the front face."""
+    fig, ax = plt.subplots()
+    draw_cube(ax, "batch", shape=(3, 4, 2))
+    front = [p for p in shaded_cells(ax, "batch") if all(x <= 3 and y <= 2 for x, y in p.get_xy())]
+    assert len(front) == 3 * 2
     plt.close(fig)
 
 
