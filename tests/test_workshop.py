@@ -9,6 +9,7 @@
 The checks are proven on planted notebooks first.
 """
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -19,10 +20,14 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-import make_workshop  # noqa: E402  (tools/ is a folder of scripts, not a package)
-from make_workshop import ConventionError, exercise_labels, find_solutions, participant_copy  # noqa: E402
+# tools/ is a folder of scripts, not a package: load the script as a module by its path.
+_spec = importlib.util.spec_from_file_location("make_workshop", ROOT / "tools" / "make_workshop.py")
+make_workshop = sys.modules["make_workshop"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_workshop)
+ConventionError, exercise_labels = make_workshop.ConventionError, make_workshop.exercise_labels
+find_solutions, participant_copy = make_workshop.find_solutions, make_workshop.participant_copy
+BOOK = make_workshop.Book(sorted((ROOT / "chapters").glob("*.ipynb")), ROOT / "references.bib")
+DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{([\w-]+)\}", re.M)
 
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 LABEL_FORMAT = re.compile(r"^ex-[a-z]+-\d+$")
@@ -49,6 +54,10 @@ def convention_problems(notebook: nbformat.NotebookNode) -> list[str]:
     for index, cell in enumerate(notebook.cells):
         for label in exercise_labels(nbformat.v4.new_notebook(cells=[cell])) if cell.cell_type == "markdown" else []:
             exercise_cells[label] = index
+    for index, cell in enumerate(notebook.cells):
+        names = [m.group(2) for m in DIRECTIVE.finditer(cell.source)] if cell.cell_type == "markdown" else []
+        if len(names) > 1 and {"exercise", "solution-start", "solution-end"} & set(names):
+            problems.append(f"cell {index} holds {names}: an exercise or solution directive sits alone in its cell")
     for solution in solutions:
         start = notebook.cells[solution.start].source
         if not re.search(r"^:class:\s*dropdown\s*$", start, re.M):
@@ -88,6 +97,13 @@ def copy_problems(original: nbformat.NotebookNode, copy: nbformat.NotebookNode) 
     for index, cell in enumerate(copy.cells):
         if "{solution-start}" in cell.source or "{solution-end}" in cell.source:
             problems.append(f"cell {index} still holds a solution directive")
+        if cell.cell_type == "markdown":
+            if "{glue" in cell.source:
+                problems.append(f"cell {index} keeps a glue role: participants would see no number")
+            if DIRECTIVE.search(cell.source):
+                problems.append(f"cell {index} keeps a raw directive: {DIRECTIVE.search(cell.source).group(0)}")
+            if leftover := re.search(r"\{[a-z]+(:[a-z]+)?\}`|^\([\w.-]+\)=", cell.source, re.M):
+                problems.append(f"cell {index} keeps raw MyST: {leftover.group(0)!r}")
         if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
             problems.append(f"cell {index} keeps its outputs or execution count")
     prompts = [
@@ -97,6 +113,10 @@ def copy_problems(original: nbformat.NotebookNode, copy: nbformat.NotebookNode) 
     ]
     if len(prompts) != len(find_solutions(original)):
         problems.append(f"{len(prompts)} prompt cells for {len(find_solutions(original))} solutions")
+    text = "\n".join(cell.source for cell in copy.cells if cell.cell_type == "markdown")
+    for label in exercise_labels(original):
+        if f"**Exercise {label}.**" not in text:
+            problems.append(f"exercise {label} is missing from the copy")
     return problems
 
 
@@ -180,6 +200,83 @@ def test_the_copy_check_catches_a_leaked_solution_and_a_kept_output():
     assert any("survives" in p for p in problems) and any("outputs" in p for p in problems)
 
 
+def glued_notebook(*markdown: str) -> nbformat.NotebookNode:
+    """A planted chapter that glues n_seeds = '6' and says so in its Markdown."""
+    notebook = good_notebook()
+    glue_cell = nbformat.v4.new_code_cell('glue("n_seeds", "6", display=False)', execution_count=2)
+    glue_cell.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={"application/papermill.record/text/plain": "'6'"},
+            metadata={"scrapbook": {"name": "n_seeds", "mime_prefix": "application/papermill.record/"}},
+        )
+    ]
+    notebook.cells.insert(1, glue_cell)
+    notebook.cells[2:2] = [nbformat.v4.new_markdown_cell(text) for text in markdown]
+    return notebook
+
+
+def test_the_copy_shows_glued_values_and_no_myst():
+    notebook = glued_notebook(
+        "(tt-section)=\n## Results\n\nWe ran {glue:text}`n_seeds` seeds, as {cite:t}`wu2018group` did.",
+        "```{math}\n:label: eq-tt-1\na = b\n```\nSee {eq}`eq-tt-1`, {ref}`tt-section` and {numref}`ex-tt-1`.",
+        "```{note}\nRead this.\n```",
+    )
+    copy = participant_copy(notebook, BOOK)
+    assert copy_problems(notebook, copy) == []
+    text = "\n".join(c.source for c in copy.cells if c.cell_type == "markdown")
+    assert "We ran 6 seeds, as Wu and He (2018) did." in text
+    assert "$$\na = b\\tag{1}\n$$" in text and "See (1), Results and Exercise ex-tt-1." in text
+    assert "> **Note.**\n> Read this." in text
+
+
+def test_a_glue_role_without_a_stored_value_is_refused():
+    notebook = glued_notebook("We ran {glue:text}`n_epochs` epochs.")
+    with pytest.raises(ConventionError, match="n_epochs"):
+        participant_copy(notebook, BOOK)
+
+
+def test_the_copy_check_catches_raw_myst_and_a_lost_exercise():
+    notebook = good_notebook()
+    copy = participant_copy(notebook)
+    copy.cells[1].source = "We ran {glue:text}`n_seeds` seeds."
+    copy.cells.append(nbformat.v4.new_markdown_cell("```{warning}\nraw\n```\n(a-label)=\n{ref}`x`"))
+    problems = copy_problems(notebook, copy)
+    for fragment in ("glue role", "raw directive", "raw MyST", "ex-tt-1 is missing"):
+        assert any(fragment in p for p in problems), (fragment, problems)
+
+
+def test_an_exercise_sharing_a_cell_with_a_solution_end_is_caught():
+    notebook = good_notebook()
+    notebook.cells[4].source = END + "\n\n" + EXERCISE.replace("ex-tt-1", "ex-tt-2")
+    assert any("sits alone" in p for p in convention_problems(notebook))
+
+
+def run_make_workshop(out: Path, *notebooks: Path) -> str:
+    command = [sys.executable, str(ROOT / "tools" / "make_workshop.py"), "--out", str(out), *map(str, notebooks)]
+    return subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+
+
+def test_make_workshop_keeps_an_edited_copy_and_refreshes_an_untouched_one(tmp_path):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    for name in ("one", "two"):
+        nbformat.write(good_notebook(), chapters / f"{name}.ipynb")
+    out = tmp_path / "workshop"
+    run_make_workshop(out, chapters / "one.ipynb", chapters / "two.ipynb")
+    edited = nbformat.read(out / "one.ipynb", as_version=4)
+    prompt = next(c for c in edited.cells if c.source.startswith("# Exercise ex-tt-1"))
+    prompt.source += "print('my answer')\n"
+    nbformat.write(edited, out / "one.ipynb")
+    changed = good_notebook()
+    changed.cells[0].source = "x = 2"  # the chapter changes after the first run
+    nbformat.write(changed, chapters / "two.ipynb")
+    stdout = run_make_workshop(out, chapters / "one.ipynb", chapters / "two.ipynb")
+    assert "print('my answer')" in (out / "one.ipynb").read_text()
+    assert f"kept {out / 'one.ipynb'}" in stdout
+    assert nbformat.read(out / "two.ipynb", as_version=4).cells[0].source == "x = 2"
+
+
 # --- the real chapters -----------------------------------------------------------------------
 
 
@@ -191,7 +288,7 @@ def test_chapter_follows_the_exercise_convention(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_participant_copy_has_no_solution_and_no_output(path):
     original = nbformat.read(path, as_version=4)
-    copy = participant_copy(original)
+    copy = participant_copy(original, BOOK)
     assert copy_problems(original, copy) == []
     # Outside the solutions, the copy is the chapter: the same code, in the same order.
     inside = {i for s in find_solutions(original) for i in range(s.start, s.end + 1)}
@@ -221,7 +318,7 @@ def test_make_workshop_writes_every_chapter(tmp_path):
 @pytest.mark.parametrize("name", ["overview.ipynb"])
 def test_a_participant_copy_runs_up_to_its_first_exercise(tmp_path, name):
     copy = tmp_path / name
-    nbformat.write(participant_copy(nbformat.read(ROOT / "chapters" / name, as_version=4)), copy)
+    nbformat.write(participant_copy(nbformat.read(ROOT / "chapters" / name, as_version=4), BOOK), copy)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = [sys.executable, str(ROOT / "tools" / "make_workshop.py"), "--run-until-exercise", str(copy)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
