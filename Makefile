@@ -71,7 +71,8 @@ build: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
 
 # Participant notebooks: a copy of every chapter in workshop/ with the worked solutions replaced
-# by an empty cell and all outputs cleared.
+# by an empty cell, MyST made plain Markdown (glued numbers written in) and all outputs cleared.
+# A copy a participant edited is kept, never overwritten (delete it to get a fresh one).
 workshop: $(STAMP)
 	$(BIN)/python tools/make_workshop.py --out workshop $(NOTEBOOKS)
 
@@ -99,5 +100,6 @@ lab: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check helpers tests chapters tools
 
+# Removes the built site only: workshop/ may hold participants' edited notebooks.
 clean:
-	rm -rf _build workshop
+	rm -rf _build
