@@ -8,6 +8,7 @@ receive the module to run (or a factory for it) as an argument, so that the chap
 from collections.abc import Callable
 
 import torch
+import torch._dynamo  # noqa: F401 - DDP imports it on first use: once here, not in every worker
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -16,14 +17,15 @@ from helpers.compare import forbid_builtin_norms
 
 
 def data_parallel_forward(norm: nn.Module, shard: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One training forward of ``norm`` wrapped in DistributedDataParallel, on this rank's shard."""
+    """One training forward of ``norm`` wrapped in DistributedDataParallel, on this rank's shard;
+    returns the output and the shard's per-channel mean and biased variance (in float64)."""
     model = DistributedDataParallel(norm)
     output = model(shard)
-    dims = (0, *range(2, shard.dim()))
+    dims, exact = (0, *range(2, shard.dim())), shard.double()  # statistics to print: float64
     return {
         "output": output.detach(),
-        "mean": shard.mean(dim=dims),
-        "var": shard.var(dim=dims, unbiased=False),
+        "mean": exact.mean(dim=dims),
+        "var": exact.var(dim=dims, unbiased=False),
     }
 
 
@@ -57,23 +59,24 @@ def sync_norm_steps(
     return record
 
 
-def data_parallel_sgd(
-    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float
+def data_parallel_train(
+    model: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
 ) -> list[torch.Tensor]:
-    """Plain SGD steps, data parallel as DistributedDataParallel does it: rank 0's buffers are
-    broadcast before each forward, gradients of the mean loss averaged over ranks after backward.
+    """Training steps done as DistributedDataParallel does them: rank 0's buffers are broadcast
+    before each forward, the gradients of the mean loss are averaged over the ranks.
 
-    ``batches`` are this rank's (inputs, labels) per step. Returns the final parameters and
-    buffers, in ``state_dict`` order.
+    ``batches`` are this rank's (inputs, labels) per step. Returns the final ``state_dict``
+    values (parameters and buffers) in order.
     """
     world_size = dist.get_world_size()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
+    optimizer = make_optimizer(list(model.parameters()))
     for inputs, labels in batches:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
         optimizer.zero_grad()
-        loss_fn(model(inputs), labels).backward()
+        nn.functional.cross_entropy(model(inputs), labels).backward()
         grads = [p.grad for p in model.parameters()]
         flat = torch.cat([g.flatten() for g in grads])
         dist.all_reduce(flat)
