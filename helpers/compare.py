@@ -99,7 +99,9 @@ class _RejectNormCalls(TorchFunctionMode):
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if isinstance(func, torch._ops.OpOverload | torch._ops.OpOverloadPacket):
+        if isinstance(func, torch._ops.OpOverload):
+            _reject_if_norm_op(func._schema.name.removeprefix("aten::"))
+        elif isinstance(func, torch._ops.OpOverloadPacket):
             _reject_if_norm_op(func._qualified_op_name.removeprefix("aten::"))
         return func(*args, **(kwargs or {}))
 

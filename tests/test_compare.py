@@ -264,3 +264,25 @@ def test_same_signature_passes_and_a_changed_default_fails():
 def test_raised_reports_type_and_message():
     assert raised(nn.GroupNorm, 3, 10) == "ValueError: num_channels (10) must be divisible by num_groups (3)"
     assert raised(nn.GroupNorm, 2, 10) == "no error"
+
+
+class SavesItsOutput(torch.autograd.Function):
+    """Autograd detaches a saved output through ``aten.detach.default``: the trap must let it by."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y
+
+
+def test_a_function_that_saves_its_output_runs_inside_the_trap():
+    x = torch.randn(3, requires_grad=True)
+    with forbid_builtin_norms():
+        SavesItsOutput.apply(x).sum().backward()
+    assert torch.allclose(x.grad, x.detach().exp())
