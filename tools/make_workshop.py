@@ -373,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.notebooks:
             print(f"{path}: {run_until_first_exercise(path)} code cells before the first exercise ran")
         return 0
-    chapters = sorted({*args.notebooks, *(p.parent / "intro.md" for p in args.notebooks)})
-    book = Book([p for p in chapters if p.exists()], args.bibliography)
+    chapters = sorted({*args.notebooks, *(md for p in args.notebooks for md in p.parent.glob("*.md"))})
+    book = Book(chapters, args.bibliography)
     try:
         written, kept = write_workshop(args.notebooks, args.out, book)
     except ConventionError as error:
