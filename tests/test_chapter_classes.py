@@ -5,6 +5,7 @@ cells tagged ``export`` (its imports cell and the cells defining what it proves)
 order in a fresh namespace, as LLMs-from-scratch's tests import a chapter's definitions.
 """
 
+import math
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -59,7 +60,7 @@ SWEEPS: dict[str, list[tuple[str, type, tuple, dict, tuple]]] = {
         ("GroupNorm", nn.GroupNorm, (2, 6), {}, (4, 6, 5, 5)),
         ("GroupNorm", nn.GroupNorm, (3, 6), {"affine": False}, (4, 6, 7)),
         ("GroupNorm", nn.GroupNorm, (1, 4), {"eps": 1e-3}, (2, 4, 3, 3)),
-        ("GroupNorm", nn.GroupNorm, (4, 4), {}, (3, 4)),
+        ("GroupNorm", nn.GroupNorm, (4, 4), {}, (3, 4)),  # one value per group: float64 only
     ],
 }
 
@@ -69,7 +70,10 @@ def cases(chapter: str, wrap: Callable[[type], type] = lambda cls: cls) -> list[
     result = []
     for name, reference, args, kwargs, shape in SWEEPS[chapter]:
         ours = wrap(namespace[name])
-        for dtype in (torch.float64, torch.float32):
+        # With one value per group the exact output is β and the gradient 0; ours gets exactly
+        # that, torch's float32 kernel rounding noise above atol (group_norm.ipynb shows it).
+        one_per_group = name == "GroupNorm" and args[1] // args[0] * math.prod(shape[2:]) == 1
+        for dtype in (torch.float64,) if one_per_group else (torch.float64, torch.float32):
             label = f"{name}{args} {kwargs} {shape} {dtype}"
             result.append(Case(label, ours(*args, **kwargs), reference(*args, **kwargs), shape, dtype=dtype))
     return result
