@@ -172,6 +172,10 @@ def run(out: Path, smoke: bool, compile_budget_s: float = 180.0) -> Path:
     mismatches = []
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"{slug(device_name)}.csv"
+    note = {"date": datetime.date.today().isoformat(), "device": device_name,
+            "torch": torch.__version__, "triton": triton_norms.triton.__version__,
+            "cuda": torch.version.cuda, "seconds": None, "smoke": smoke}
+    csv_path.with_suffix(".json").write_text(json.dumps(note, indent=1) + "\n")  # if cut off
     for dtype_name, dtype in DTYPES.items():
         element_size = torch.finfo(dtype).bits // 8
         for hidden in hidden_sizes:
@@ -202,10 +206,8 @@ def run(out: Path, smoke: bool, compile_budget_s: float = 180.0) -> Path:
             write_csv(csv_path, rows_out)  # after every shape: a cut-off run keeps its rows
             print(f"{dtype_name} hidden {hidden}: done at {time.perf_counter() - started:.0f} s"
                   f" (torch.compile so far {compile_seconds:.0f} s)", flush=True)
-    note = {"date": datetime.date.today().isoformat(), "device": device_name,
-            "torch": torch.__version__, "triton": triton_norms.triton.__version__,
-            "cuda": torch.version.cuda, "seconds": round(time.perf_counter() - started),
-            "compile_and_measure_seconds": round(compile_seconds), "smoke": smoke}
+    note["seconds"] = round(time.perf_counter() - started)
+    note["compile_and_measure_seconds"] = round(compile_seconds)
     csv_path.with_suffix(".json").write_text(json.dumps(note, indent=1) + "\n")
     print_summary(rows_out)
     print(f"wrote {csv_path} in {note['seconds']} s")

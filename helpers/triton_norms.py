@@ -28,17 +28,15 @@ import triton.language as tl  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 GROUP_NORM_MAX_BLOCK = 4096  # elements of a group one GroupNorm program holds at a time
-GROUP_NORM_WARPS = 4  # measured on an H100 and an H200: more warps were slower (bench/README.md)
 
 
-def warps_for(block: int) -> int:
-    """Warps per program: one warp per 256 elements of the row, between 1 and 16."""
-    return min(max(block // 256, 1), 16)
+def backward_warps(block: int, element_size: int) -> int:
+    """Warps per backward program: one per 256 elements, 4 to 16; 32 for 16384 float32 rows.
 
-
-def backward_warps_for(block: int, element_size: int) -> int:
-    """The backward holds ~6 float32 rows per program: 32 warps keep 16384 fp32 ones unspilled."""
-    return 32 if block >= 16384 and element_size >= 4 else warps_for(block)
+    The backward holds about six float32 rows per program; at 16384 fp32 elements 16 warps
+    spill registers (measured: under a quarter of the copy rate), 32 do not.
+    """
+    return 32 if block >= 16384 and element_size >= 4 else min(max(block // 256, 4), 16)
 
 
 # --- LayerNorm -----------------------------------------------------------------------------
@@ -214,11 +212,32 @@ def _rows(x: torch.Tensor, normalized_shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def backward_programs(n_rows: int, n_warps: int, device: torch.device) -> int:
-    """How many programs share the backward's rows: enough to fill the GPU with ~32 warps/SM."""
+    """How many programs share the backward's rows: about 32 warps per multiprocessor."""
     if device.type != "cuda":
         return min(n_rows, 2)  # the interpreter: two programs still exercise stage 2
     multiprocessors = torch.cuda.get_device_properties(device).multi_processor_count
     return min(n_rows, multiprocessors * max(32 // n_warps, 1))
+
+
+def _tuned(kernel, key: list[str], configs: list | None = None):
+    """On a GPU, ``kernel`` autotuned per ``key`` over ``configs`` (default: 4-32 warps).
+
+    How many warps share a row decides how many bytes are in flight per multiprocessor, and the
+    best count differs between devices, sizes and dtypes: Triton times each candidate on the
+    first call of each shape and keeps the fastest. The interpreter has no warps: kernel as is.
+    """
+    if INTERPRETED:
+        return kernel
+    configs = configs or [triton.Config({}, num_warps=warps) for warps in (4, 8, 16, 32)]
+    return triton.autotune(configs=configs, key=key)(kernel)
+
+
+_layer_norm_forward = _tuned(layer_norm_forward_kernel, ["n_cols"])
+_rms_norm_forward = _tuned(rms_norm_forward_kernel, ["n_cols"])
+_group_norm_forward = _tuned(
+    group_norm_forward_kernel, ["group_size"],
+    [triton.Config({"BLOCK": block}, num_warps=warps)
+     for block in (1024, 2048, 4096) for warps in (4, 8)])
 
 
 def _reduce_partials(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -240,9 +259,9 @@ class LayerNormFunction(torch.autograd.Function):
         mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
         rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
         block = triton.next_power_of_2(n_cols)
-        layer_norm_forward_kernel[(n_rows,)](
+        _layer_norm_forward[(n_rows,)](
             x2d, y, weight, bias, mean, rstd, x2d.stride(0), y.stride(0), n_cols, eps,
-            BLOCK=block, num_warps=warps_for(block))
+            BLOCK=block)
         ctx.save_for_backward(x2d, weight, mean, rstd)
         ctx.input_shape = x.shape
         return y.view(x.shape)
@@ -254,7 +273,7 @@ class LayerNormFunction(torch.autograd.Function):
         dy2d = _rows(dy, (n_cols,))
         dx = torch.empty_like(x2d, memory_format=torch.contiguous_format)
         block = triton.next_power_of_2(n_cols)
-        n_warps = backward_warps_for(block, x2d.element_size())
+        n_warps = backward_warps(block, x2d.element_size())
         programs = backward_programs(n_rows, n_warps, x2d.device)
         dw_partial = torch.empty((programs, n_cols), dtype=torch.float32, device=x2d.device)
         db_partial = torch.empty_like(dw_partial)
@@ -276,9 +295,8 @@ class RMSNormFunction(torch.autograd.Function):
         y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
         rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
         block = triton.next_power_of_2(n_cols)
-        rms_norm_forward_kernel[(n_rows,)](
-            x2d, y, weight, rstd, x2d.stride(0), y.stride(0), n_cols, eps,
-            BLOCK=block, num_warps=warps_for(block))
+        _rms_norm_forward[(n_rows,)](
+            x2d, y, weight, rstd, x2d.stride(0), y.stride(0), n_cols, eps, BLOCK=block)
         ctx.save_for_backward(x2d, weight, rstd)
         ctx.input_shape = x.shape
         return y.view(x.shape)
@@ -290,7 +308,7 @@ class RMSNormFunction(torch.autograd.Function):
         dy2d = _rows(dy, (n_cols,))
         dx = torch.empty_like(x2d, memory_format=torch.contiguous_format)
         block = triton.next_power_of_2(n_cols)
-        n_warps = backward_warps_for(block, x2d.element_size())
+        n_warps = backward_warps(block, x2d.element_size())
         programs = backward_programs(n_rows, n_warps, x2d.device)
         dw_partial = torch.empty((programs, n_cols), dtype=torch.float32, device=x2d.device)
         rms_norm_backward_kernel[(programs,)](
@@ -343,10 +361,11 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = N
     channels_per_group = n_channels // num_groups
     spatial = x[0, 0].numel()
     group_size = channels_per_group * spatial
-    block = min(triton.next_power_of_2(group_size), GROUP_NORM_MAX_BLOCK)
-    group_norm_forward_kernel[(x.shape[0] * num_groups,)](
-        x, y, weight, bias, group_size, channels_per_group, spatial, num_groups, eps,
-        BLOCK=block, num_warps=GROUP_NORM_WARPS)
+    # on a GPU the autotuner picks BLOCK; the interpreter takes the largest that is needed
+    block = {} if not INTERPRETED else {
+        "BLOCK": min(triton.next_power_of_2(group_size), GROUP_NORM_MAX_BLOCK)}
+    _group_norm_forward[(x.shape[0] * num_groups,)](
+        x, y, weight, bias, group_size, channels_per_group, spatial, num_groups, eps, **block)
     return y
 
 

@@ -21,7 +21,10 @@ from helpers.fast_norms import (
 
 # imported at collection, before any test runs a TorchDispatchMode (which imports triton):
 # helpers.triton_norms must set TRITON_INTERPRET=1 first on a machine without CUDA
-triton_norms = pytest.importorskip("helpers.triton_norms", reason="Triton ships Linux wheels only")
+try:
+    from helpers import triton_norms
+except ImportError:  # Triton ships Linux wheels only; only the benchmark's test needs it
+    triton_norms = None
 
 ROWS, HIDDEN = 6, 33
 
@@ -86,6 +89,8 @@ def test_minimal_bytes_and_gbps():
 
 
 def test_benchmark_smoke_run_writes_the_promised_csv(tmp_path):
+    if triton_norms is None:
+        pytest.skip("Triton ships Linux wheels only")
     path = Path(__file__).resolve().parent.parent / "bench" / "norms.py"
     spec = importlib.util.spec_from_file_location("bench_norms", path)
     bench = importlib.util.module_from_spec(spec)
