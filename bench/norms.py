@@ -234,6 +234,8 @@ def main() -> None:
     parser.add_argument("--compile-budget-s", type=float, default=180.0,
                         help="stop measuring torch.compile once compiling took this long")
     args = parser.parse_args()
+    if not args.smoke and not torch.cuda.is_available():
+        parser.error("no CUDA device: the full benchmark needs a GPU (try --smoke on a CPU)")
     run(args.out, args.smoke, args.compile_budget_s)
 
 
