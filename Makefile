@@ -27,7 +27,7 @@ MATHJAX_SRC := node_modules/mathjax/es5
 MATHJAX     := .mathjax/_static/mathjax/tex-mml-chtml.js
 
 .PHONY: book test test-browser build lab execute lint clean workshop workshop-check mathjax handout \
-        prerequisites
+        prerequisites bench
 
 book: prerequisites build
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
@@ -50,6 +50,11 @@ prerequisites:
 	    echo "make: the book needs Python 3.11 or newer as '$(PYTHON)' (set PYTHON=/path/to/python3.11)"; exit 1; }
 	@command -v $(NPM) >/dev/null || { \
 	    echo "make: the book needs Node.js and npm (for MathJax), e.g. apt-get install -y nodejs npm"; exit 1; }
+
+# Needs a CUDA GPU and a CUDA build of torch (about 2-3 minutes on an H100/H200): writes
+# bench/results/<gpu>.csv and .json, which chapters/fast_norms.ipynb plots.
+bench: $(STAMP)
+	$(BIN)/python bench/norms.py --out bench/results
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
