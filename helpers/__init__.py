@@ -4,11 +4,20 @@ Chapters import from here (``from helpers import ...``); the package is installe
 book's virtual environment by ``make``. One module per concern:
 
 * ``axes``     — which elements share statistics: by formula and measured from torch.nn
+* ``bookkeeping`` — parameters, running-stat buffers, resets and extra_repr laid out as torch.nn
 * ``figures``  — the cube view of the Group Normalization paper and a (B, T, D) sequence view
 * ``compare``  — the harness that proves a from-scratch norm equal to torch.nn
 * ``repro``    — seeding everything in one call
 * ``style``    — one plotting style, with colours and hatches per norm
 * ``data``     — small data shipped inside installed packages (no downloads)
+* ``stats``    — paired differences with intervals over seeds and test examples
+* ``distributed`` — run a function on several CPU processes (gloo), always torn down
+* ``sync_batch_norm`` — the workers of the BatchNorm-across-processes chapter
+* ``fast_norms`` — naive and saved-statistics norms, bytes saved and moved
+* ``triton_norms`` — Triton kernels for LayerNorm, RMSNorm and GroupNorm (Linux)
+
+Modules other than the ones re-exported below are imported by name
+(``from helpers.stats import paired_difference``): some start processes or load Triton.
 """
 
 from .axes import NORMS, measured_reduction_mask, reduction_mask
