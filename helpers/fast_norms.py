@@ -81,25 +81,43 @@ class RMSNormSavingStats(torch.autograd.Function):
         return dx.to(x.dtype), dweight, None
 
 
-def saved_bytes(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> int:
-    """Bytes of the tensors autograd saves for ``fn(*args)``'s backward, beyond the arguments.
+@dataclass
+class SavedTensor:
+    """One tensor autograd saved for a backward: the operator that made it, its shape, storage."""
 
-    Counts each storage once (views share it) and leaves out the arguments' own storages, which
-    exist anyway: what remains is the memory the graph alone keeps alive.
+    producer: str
+    shape: tuple[int, ...]
+    storage: int
+    nbytes: int
+
+
+def saved_tensors(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> list[SavedTensor]:
+    """The tensors autograd saves for ``fn(*args)``'s backward, in order, beyond the arguments.
+
+    ``producer`` is the operator whose output was saved (``"sub"`` for ``x - mean``); a tensor
+    saved twice appears twice, with the same ``storage``. The arguments' own storages, which
+    exist anyway, are left out: what remains is the memory the graph alone keeps alive.
     """
     argument_storages = {a.untyped_storage().data_ptr() for a in args}
-    saved: dict[int, int] = {}
+    saved: list[SavedTensor] = []
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in argument_storages:
-            saved[storage.data_ptr()] = storage.nbytes()
+            producer = type(tensor.grad_fn).__name__.removesuffix("Backward0").lower()
+            saved.append(SavedTensor(producer if tensor.grad_fn else "leaf",
+                                     tuple(tensor.shape), storage.data_ptr(), storage.nbytes()))
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         out = fn(*args)
     del out  # the saved tensors stay alive until here, so their addresses stay distinct
-    return sum(saved.values())
+    return saved
+
+
+def saved_bytes(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> int:
+    """Bytes of the storages autograd keeps for ``fn(*args)``'s backward, each counted once."""
+    return sum({t.storage: t.nbytes for t in saved_tensors(fn, *args)}.values())
 
 
 @dataclass
@@ -117,6 +135,8 @@ class _TrafficMeter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if func.is_view:  # a view (view, expand, detach) moves no bytes and runs no kernel
+            return out
         tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs, out))
                    if isinstance(t, torch.Tensor)]
         self.traffic.operators += 1
@@ -125,7 +145,10 @@ class _TrafficMeter(TorchDispatchMode):
 
 
 def operator_traffic(fn: Callable[[], object]) -> Traffic:
-    """Count the aten operators ``fn()`` runs and the bytes their inputs and outputs span."""
+    """Count the aten operators ``fn()`` runs and the bytes their inputs and outputs span.
+
+    Views are left out: they alias their input and move nothing.
+    """
     meter = _TrafficMeter()
     with meter:
         fn()

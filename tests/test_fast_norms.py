@@ -17,6 +17,7 @@ from helpers.fast_norms import (
     naive_rms_norm,
     operator_traffic,
     saved_bytes,
+    saved_tensors,
 )
 
 # imported at collection, before any test runs a TorchDispatchMode (which imports triton):
@@ -69,11 +70,30 @@ def test_saved_bytes_counts_what_autograd_keeps_beyond_the_arguments():
     assert saved_bytes(naive_layer_norm, x, w, b) > ROWS * HIDDEN * 4
 
 
+def test_saved_tensors_names_what_the_naive_layer_norm_keeps():
+    x, w, b = leaves((ROWS, HIDDEN), HIDDEN, HIDDEN, dtype=torch.float32)
+    saved = saved_tensors(naive_layer_norm, x, w, b)
+    full = [t for t in saved if t.shape == (ROWS, HIDDEN)]
+    assert sorted(t.producer for t in full) == ["div", "sub", "sub"]  # x - mean (pow, div), x_hat
+    assert len({t.storage for t in full}) == 3  # x - mean is computed twice: two storages
+    sqrt = [t for t in saved if t.producer == "sqrt"]
+    assert len(sqrt) == 2 and sqrt[0].storage == sqrt[1].storage and sqrt[0].shape == (ROWS, 1)
+    # a planted change: computing x - mean once, pow and div save the same storage
+    def centred_once(x, w, b):
+        centred = x - x.mean(-1, keepdim=True)
+        return centred / torch.sqrt((centred**2).mean(-1, keepdim=True) + 1e-5) * w + b
+    once = saved_tensors(centred_once, x, w, b)
+    assert len({t.storage for t in once if t.shape == (ROWS, HIDDEN)}) == 2
+
+
 def test_operator_traffic_counts_inputs_and_outputs_of_each_operator():
     x = torch.zeros(ROWS, HIDDEN)
     traffic = operator_traffic(lambda: (x + 1) * 2)
     assert traffic.operators == 2
     assert traffic.bytes_moved == 4 * ROWS * HIDDEN * 4  # each op reads x-sized, writes x-sized
+    # views move nothing: reshaping before the add leaves the count at one operator
+    viewed = operator_traffic(lambda: x.view(-1).expand(2, -1) + 1)
+    assert (viewed.operators, viewed.bytes_moved) == (1, 4 * ROWS * HIDDEN * 4)
 
 
 def test_minimal_bytes_and_gbps():
