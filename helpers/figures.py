@@ -1,9 +1,9 @@
 """The reduction-set figures: the Group Normalization paper's cube view and a sequence view.
 
-The cube (Wu & He 2018, Figure 2) draws an activation of shape (N, C, H·W) with the batch axis N
-to the right, the channels C going into the page and the spatial positions H, W (flattened into
-one axis) upwards. The cells that share one mean and variance with the front-left top element
-(n = 0, c = 0) are shaded.
+The cube (Wu & He 2018, Figure 2) draws an activation of shape (N, C, H·W) with the channels C
+to the right, the batch axis N going into the page and the spatial positions H, W (flattened into
+one axis) upwards: one sample's slice is the front face. The cells that share one mean and
+variance with the front-left top element (n = 0, c = 0) are shaded.
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ from matplotlib.patches import Polygon
 from .axes import CHANNELS_LAST_LAYER, NORMS, REDUCTION_SETS, reduction_mask
 from .style import norm_style
 
-DEPTH_STEP = (0.45, 0.35)  # how far one step along C (into the page) moves a cell right and up
+DEPTH_STEP = (0.45, 0.35)  # how far one step along N (into the page) moves a cell right and up
 _EDGE = "#555555"
 _TITLES = {CHANNELS_LAST_LAYER: "LayerNorm(C), channels last"}
 
@@ -67,41 +67,41 @@ def draw_cube(
     mask = _cube_mask(norm, (n_size, c_size, s_size), num_groups)
     dx, dy = DEPTH_STEP
 
-    # Front face (c = 0): batch to the right, positions upwards.
-    for n in range(n_size):
-        for s in range(s_size):
-            corners = [(n, s), (n + 1, s), (n + 1, s + 1), (n, s + 1)]
-            _cell(ax, corners, bool(mask[n, 0, s]), norm, 0.85)
-    # Top face (top position): batch to the right, channels into the page.
+    # Front face (n = 0): channels to the right, positions upwards.
     for c in range(c_size):
-        for n in range(n_size):
-            x0, y0 = n + c * dx, s_size + c * dy
+        for s in range(s_size):
+            corners = [(c, s), (c + 1, s), (c + 1, s + 1), (c, s + 1)]
+            _cell(ax, corners, bool(mask[0, c, s]), norm, 0.85)
+    # Top face (top position): channels to the right, batch into the page.
+    for n in range(n_size):
+        for c in range(c_size):
+            x0, y0 = c + n * dx, s_size + n * dy
             corners = [(x0, y0), (x0 + 1, y0), (x0 + 1 + dx, y0 + dy), (x0 + dx, y0 + dy)]
             _cell(ax, corners, bool(mask[n, c, s_size - 1]), norm, 0.6)
-    # Right face (last sample): channels into the page, positions upwards.
-    for c in range(c_size):
+    # Right face (last channel): batch into the page, positions upwards.
+    for n in range(n_size):
         for s in range(s_size):
-            x0, y0 = n_size + c * dx, s + c * dy
+            x0, y0 = c_size + n * dx, s + n * dy
             corners = [(x0, y0), (x0 + dx, y0 + dy), (x0 + dx, y0 + dy + 1), (x0, y0 + 1)]
-            _cell(ax, corners, bool(mask[n_size - 1, c, s]), norm, 0.45)
+            _cell(ax, corners, bool(mask[n, c_size - 1, s]), norm, 0.45)
 
-    if norm == "group":  # group boundaries run along N on the top face and up the right face
+    if norm == "group":  # group boundaries run up the front face and back along N on the top face
         per_group = c_size // num_groups
         for g in range(1, num_groups):
-            x0, y0 = g * per_group * dx, g * per_group * dy
-            ax.plot([x0, x0 + n_size, x0 + n_size], [y0 + s_size, y0 + s_size, y0], color="black", lw=2.0)
+            c = g * per_group
+            ax.plot([c, c, c + n_size * dx], [0, s_size, s_size + n_size * dy], color="black", lw=2.0)
 
-    ax.annotate("", xy=(n_size, -0.5), xytext=(0, -0.5), arrowprops={"arrowstyle": "->", "lw": 1.0})
-    ax.text(n_size / 2, -0.9, "N (batch)", ha="center", va="top", fontsize=9)
+    ax.annotate("", xy=(c_size, -0.5), xytext=(0, -0.5), arrowprops={"arrowstyle": "->", "lw": 1.0})
+    ax.text(c_size / 2, -0.9, "C (channels)", ha="center", va="top", fontsize=9)
     ax.annotate("", xy=(-0.5, s_size), xytext=(-0.5, 0), arrowprops={"arrowstyle": "->", "lw": 1.0})
     ax.text(-0.9, s_size / 2, "H, W (positions)", ha="right", va="center", rotation=90, fontsize=9)
-    start = (n_size + 0.3, -0.1)
-    end = (n_size + 0.3 + c_size * dx, -0.1 + c_size * dy)
+    start = (c_size + 0.3, -0.1)
+    end = (c_size + 0.3 + n_size * dx, -0.1 + n_size * dy)
     ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "lw": 1.0})
-    ax.text(end[0] + 0.15, end[1] - 0.2, "C (channels)", ha="left", va="center", fontsize=9)
+    ax.text(end[0] + 0.15, end[1] - 0.2, "N (batch)", ha="left", va="center", fontsize=9)
 
-    ax.set_xlim(-2.2, n_size + c_size * dx + 3.0)
-    ax.set_ylim(-1.8, s_size + c_size * dy + 0.4)
+    ax.set_xlim(-2.2, c_size + n_size * dx + 2.4)
+    ax.set_ylim(-1.8, s_size + n_size * dy + 0.4)
     ax.set_aspect("equal")
     ax.axis("off")
     if title is None:

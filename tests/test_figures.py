@@ -18,15 +18,15 @@ def shaded_cells(ax, norm):
 
 @pytest.mark.parametrize(
     "norm,num_groups,expected",
-    # visible shaded cells on the (N=4, C=6, HW=5) cube, N to the right and C into the page:
-    # front face (c = 0) + top face (top position) + right face (n = 3)
+    # visible shaded cells on the (N=4, C=6, HW=5) cube, C to the right and N into the page:
+    # front face (n = 0) + top face (top position) + right face (c = 5)
     [
-        ("batch", None, 20 + 4 + 5),
-        ("layer", None, 5 + 6 + 0),
+        ("batch", None, 5 + 4 + 0),
+        ("layer", None, 30 + 6 + 5),
         ("instance", None, 5 + 1 + 0),
-        ("group", 2, 5 + 3 + 0),
-        ("group", 3, 5 + 2 + 0),
-        ("layer_channels_last", None, 1 + 6 + 0),
+        ("group", 2, 15 + 3 + 0),
+        ("group", 3, 10 + 2 + 0),
+        ("layer_channels_last", None, 6 + 6 + 1),
     ],
 )
 def test_cube_shades_the_visible_part_of_the_set(norm, num_groups, expected):
@@ -54,12 +54,18 @@ def test_cube_row_adds_the_channels_last_layer_norm():
     plt.close(fig)
 
 
-def test_batch_set_lies_in_the_front_face_as_in_the_paper():
-    """Figure 2 of Wu & He: N runs to the right, so BatchNorm's set (one channel) fills the front face."""
+def test_layer_set_fills_the_front_face_as_in_the_paper():
+    """Figure 2 of Wu & He: N runs into the page, so one sample (LayerNorm's set) is the front face
+    and BatchNorm's set (one channel across the batch) is a slab running back into the page."""
+    fig, ax = plt.subplots()
+    draw_cube(ax, "layer", shape=(3, 4, 2))
+    front = [p for p in shaded_cells(ax, "layer") if all(x <= 4 and y <= 2 for x, y in p.get_xy())]
+    assert len(front) == 4 * 2
+    plt.close(fig)
     fig, ax = plt.subplots()
     draw_cube(ax, "batch", shape=(3, 4, 2))
-    front = [p for p in shaded_cells(ax, "batch") if all(x <= 3 and y <= 2 for x, y in p.get_xy())]
-    assert len(front) == 3 * 2
+    front = [p for p in shaded_cells(ax, "batch") if all(x <= 4 and y <= 2 for x, y in p.get_xy())]
+    assert len(front) == 2  # one channel's column of the front face; the rest lies behind it
     plt.close(fig)
 
 
