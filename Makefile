@@ -35,8 +35,12 @@ book: prerequisites build
 test: prerequisites $(STAMP)
 	$(BIN)/ruff check helpers tests tools chapters bench
 	$(BIN)/pytest $(PYTEST_FLAGS) --ignore=$(BROWSER_TEST) tests $(NOTEBOOKS)
-	$(PORTABLE_KERNELS) $(BIN)/pytest $(PYTEST_FLAGS) $(NOTEBOOKS)
-	$(MAKE) --no-print-directory build
+	@# The site build (Sphinx, one core) runs beside the second nbval pass; its log follows it.
+	@echo "nbval again with $(PORTABLE_KERNELS), and the site build beside it"
+	@log=$$(mktemp); $(MAKE) --no-print-directory build > $$log 2>&1 & build=$$!; \
+	 $(PORTABLE_KERNELS) $(BIN)/pytest $(PYTEST_FLAGS) $(NOTEBOOKS); nbval=$$?; \
+	 wait $$build; built=$$?; echo "--- site build ---"; cat $$log; rm -f $$log; \
+	 [ $$nbval -eq 0 ] && [ $$built -eq 0 ]
 	$(MAKE) --no-print-directory test-browser
 
 # Opens every page of _build/html in headless Chromium (network limited to localhost); skips,
