@@ -248,6 +248,19 @@ def _reduce_partials(partial: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _backward_buffers(x2d: torch.Tensor, dy: torch.Tensor):
+    """The backward's launch set-up shared by LayerNorm and RMSNorm: upstream rows, dx, the
+    block and warp count, how many programs, and one fp32 row of partial dγ per program."""
+    n_rows, n_cols = x2d.shape
+    dy2d = _rows(dy, (n_cols,))
+    dx = torch.empty_like(x2d, memory_format=torch.contiguous_format)
+    block = triton.next_power_of_2(n_cols)
+    n_warps = backward_warps(block, x2d.element_size())
+    programs = backward_programs(n_rows, n_warps, x2d.device)
+    dw_partial = torch.empty((programs, n_cols), dtype=torch.float32, device=x2d.device)
+    return dy2d, dx, block, n_warps, programs, dw_partial
+
+
 class LayerNormFunction(torch.autograd.Function):
     """LayerNorm over the last dimension: Triton forward, Triton backward; saves mean and rstd."""
 
@@ -270,12 +283,7 @@ class LayerNormFunction(torch.autograd.Function):
     def backward(ctx, dy: torch.Tensor):
         x2d, weight, mean, rstd = ctx.saved_tensors
         n_rows, n_cols = x2d.shape
-        dy2d = _rows(dy, (n_cols,))
-        dx = torch.empty_like(x2d, memory_format=torch.contiguous_format)
-        block = triton.next_power_of_2(n_cols)
-        n_warps = backward_warps(block, x2d.element_size())
-        programs = backward_programs(n_rows, n_warps, x2d.device)
-        dw_partial = torch.empty((programs, n_cols), dtype=torch.float32, device=x2d.device)
+        dy2d, dx, block, n_warps, programs, dw_partial = _backward_buffers(x2d, dy)
         db_partial = torch.empty_like(dw_partial)
         layer_norm_backward_kernel[(programs,)](
             x2d, dy2d, dx, weight, mean, rstd, dw_partial, db_partial, n_rows, n_cols,
@@ -305,12 +313,7 @@ class RMSNormFunction(torch.autograd.Function):
     def backward(ctx, dy: torch.Tensor):
         x2d, weight, rstd = ctx.saved_tensors
         n_rows, n_cols = x2d.shape
-        dy2d = _rows(dy, (n_cols,))
-        dx = torch.empty_like(x2d, memory_format=torch.contiguous_format)
-        block = triton.next_power_of_2(n_cols)
-        n_warps = backward_warps(block, x2d.element_size())
-        programs = backward_programs(n_rows, n_warps, x2d.device)
-        dw_partial = torch.empty((programs, n_cols), dtype=torch.float32, device=x2d.device)
+        dy2d, dx, block, n_warps, programs, dw_partial = _backward_buffers(x2d, dy)
         rms_norm_backward_kernel[(programs,)](
             x2d, dy2d, dx, weight, rstd, dw_partial, n_rows, n_cols, x2d.stride(0),
             dy2d.stride(0), dx.stride(0), BLOCK=block, num_warps=n_warps)
