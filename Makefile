@@ -43,10 +43,12 @@ test: prerequisites $(STAMP)
 	 [ $$nbval -eq 0 ] && [ $$built -eq 0 ]
 	$(MAKE) --no-print-directory test-browser
 
-# Opens every page of _build/html in headless Chromium (network limited to localhost); skips,
+# Opens every page of _build/html in headless Chromium (network limited to localhost), pages split
+# over two workers with a browser each; skips,
 # saying so in the summary, when Chromium is not installed (`apt-get install -y chromium`).
 test-browser: $(STAMP)
-	$(BIN)/pytest -rs $(BROWSER_TEST)
+	rm -rf _build/screenshots
+	$(BIN)/pytest -rs -n 2 --dist load $(BROWSER_TEST)
 
 # What the two commands need that they cannot install themselves, checked first with a clear message.
 prerequisites:

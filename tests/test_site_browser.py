@@ -371,8 +371,9 @@ def site():
     if not PAGES:
         unavailable(f"no built site in {SITE}: run `make book` first")
     server, base = serve(SITE)
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir(parents=True)
+    # No clean-up here: with pytest-xdist each worker has its own server and browser, and one
+    # worker must not delete the other's screenshots (`make test-browser` empties the folder).
+    SHOTS.mkdir(parents=True, exist_ok=True)
     yield base
     server.shutdown()
 
